@@ -1,0 +1,233 @@
+//! `build_request`: what webui creates, runbuilds claims and buildinfohelper
+//! finishes. Three writers on one table.
+
+use std::collections::BTreeMap;
+
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{build_request, project};
+use crate::types::{now_micros, ProjectId, RequestId, RequestState};
+
+/// What a request needs: environment kind to count. Stored as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Needs(pub BTreeMap<String, u32>);
+
+impl Default for Needs {
+    /// A missing `needs` means one qemux86, as in DESIGN.md.
+    fn default() -> Self {
+        Needs(BTreeMap::from([("qemux86".to_string(), 1)]))
+    }
+}
+
+impl Needs {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".to_string())
+    }
+
+    pub fn from_json(text: &str) -> Needs {
+        serde_json::from_str(text).map(Needs).unwrap_or_else(|_| Needs(BTreeMap::new()))
+    }
+
+    pub fn total(&self) -> u32 {
+        self.0.values().sum()
+    }
+
+    /// Why `capacity` (kind to count of registered environments) can never
+    /// satisfy these needs, if it cannot.
+    pub fn unsatisfiable_by(&self, capacity: &BTreeMap<String, u32>) -> Option<String> {
+        for (kind, want) in &self.0 {
+            let have = capacity.get(kind).copied().unwrap_or(0);
+            if have == 0 {
+                return Some(format!("unknown environment kind {kind:?}"));
+            }
+            if *want > have {
+                return Some(format!("needs {want} {kind} but only {have} exist"));
+            }
+        }
+        None
+    }
+}
+
+/// A row of `build_request`.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Serialize)]
+#[diesel(table_name = build_request)]
+pub struct BuildRequest {
+    pub id: RequestId,
+    pub project_id: ProjectId,
+    pub state: RequestState,
+    pub needs: String,
+    pub priority: i32,
+    pub submitted_by: String,
+    pub client_request_id: Option<String>,
+    pub reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A request to create.
+#[derive(Debug, Clone)]
+pub struct NewRequest<'a> {
+    pub project_id: ProjectId,
+    pub needs: &'a Needs,
+    pub priority: i32,
+    pub submitted_by: &'a str,
+    pub client_request_id: Option<&'a str>,
+}
+
+/// A queued request as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRequest {
+    pub id: RequestId,
+    pub needs: Needs,
+}
+
+impl BuildRequest {
+    pub fn needs(&self) -> Needs {
+        Needs::from_json(&self.needs)
+    }
+
+    /// Inserts one queued request.
+    pub fn create(conn: &mut SqliteConnection, new: &NewRequest<'_>) -> QueryResult<RequestId> {
+        let now = now_micros();
+        diesel::insert_into(build_request::table)
+            .values((
+                build_request::project_id.eq(new.project_id),
+                build_request::state.eq(RequestState::Queued),
+                build_request::needs.eq(new.needs.to_json()),
+                build_request::priority.eq(new.priority),
+                build_request::submitted_by.eq(new.submitted_by),
+                build_request::client_request_id.eq(new.client_request_id),
+                build_request::created_at.eq(now),
+                build_request::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        super::last_insert_rowid(conn).map(RequestId)
+    }
+
+    /// How many requests are queued (what a Django view shows before it writes).
+    pub fn queue_length(conn: &mut SqliteConnection) -> QueryResult<i64> {
+        build_request::table
+            .filter(build_request::state.eq(RequestState::Queued))
+            .count()
+            .get_result(conn)
+    }
+
+    pub fn get(conn: &mut SqliteConnection, id: RequestId) -> QueryResult<Option<BuildRequest>> {
+        build_request::table
+            .find(id)
+            .select(BuildRequest::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// A page by key: ids greater than `after`, oldest first.
+    pub fn page(
+        conn: &mut SqliteConnection,
+        state: Option<RequestState>,
+        after: Option<RequestId>,
+        limit: i64,
+    ) -> QueryResult<Vec<BuildRequest>> {
+        let mut q = build_request::table.select(BuildRequest::as_select()).into_boxed();
+        if let Some(state) = state {
+            q = q.filter(build_request::state.eq(state));
+        }
+        if let Some(after) = after {
+            q = q.filter(build_request::id.gt(after));
+        }
+        q.order(build_request::id.asc()).limit(limit).load(conn)
+    }
+
+    /// The newest requests with their project names, for the HTML page.
+    pub fn recent(conn: &mut SqliteConnection, limit: i64) -> QueryResult<Vec<(BuildRequest, String)>> {
+        build_request::table
+            .inner_join(project::table)
+            .select((BuildRequest::as_select(), project::name))
+            .order(build_request::id.desc())
+            .limit(limit)
+            .load(conn)
+    }
+
+    /// Requests per state.
+    pub fn count_by_state(conn: &mut SqliteConnection) -> QueryResult<BTreeMap<String, i64>> {
+        let rows: Vec<(RequestState, i64)> = build_request::table
+            .group_by(build_request::state)
+            .select((build_request::state, diesel::dsl::count_star()))
+            .load(conn)?;
+        Ok(rows.into_iter().map(|(s, n)| (s.to_string(), n)).collect())
+    }
+
+    pub fn count(conn: &mut SqliteConnection) -> QueryResult<i64> {
+        build_request::table.count().get_result(conn)
+    }
+
+    /// Queued requests in queue order: priority DESC, then created_at, then id.
+    pub fn queued_in_order(conn: &mut SqliteConnection, limit: i64) -> QueryResult<Vec<QueuedRequest>> {
+        let rows: Vec<(RequestId, String)> = build_request::table
+            .filter(build_request::state.eq(RequestState::Queued))
+            .order((
+                build_request::priority.desc(),
+                build_request::created_at.asc(),
+                build_request::id.asc(),
+            ))
+            .select((build_request::id, build_request::needs))
+            .limit(limit)
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, needs)| QueuedRequest {
+                id,
+                needs: Needs::from_json(&needs),
+            })
+            .collect())
+    }
+
+    /// Sets the state whatever it was (Toaster's save of a request it read in an
+    /// earlier transaction).
+    pub fn set_state(conn: &mut SqliteConnection, id: RequestId, state: RequestState) -> QueryResult<usize> {
+        diesel::update(build_request::table.find(id))
+            .set((build_request::state.eq(state), build_request::updated_at.eq(now_micros())))
+            .execute(conn)
+    }
+
+    /// Moves a request from `from` to `to` only if it is still in `from`; the
+    /// rows affected (0 or 1) say whether this caller won.
+    pub fn transition(
+        conn: &mut SqliteConnection,
+        id: RequestId,
+        from: RequestState,
+        to: RequestState,
+        reason: Option<&str>,
+    ) -> QueryResult<usize> {
+        diesel::update(
+            build_request::table
+                .filter(build_request::id.eq(id))
+                .filter(build_request::state.eq(from)),
+        )
+        .set((
+            build_request::state.eq(to),
+            build_request::reason.eq(reason),
+            build_request::updated_at.eq(now_micros()),
+        ))
+        .execute(conn)
+    }
+
+    /// Ids of rows created by one HTTP request (`check`).
+    pub fn ids_by_client_request(conn: &mut SqliteConnection) -> QueryResult<Vec<(Option<String>, RequestId)>> {
+        build_request::table
+            .select((build_request::client_request_id, build_request::id))
+            .order(build_request::id)
+            .load(conn)
+    }
+
+    /// Requests in a state, with ids (`check`).
+    pub fn ids_in_state(conn: &mut SqliteConnection, state: RequestState) -> QueryResult<Vec<RequestId>> {
+        build_request::table
+            .filter(build_request::state.eq(state))
+            .select(build_request::id)
+            .order(build_request::id)
+            .load(conn)
+    }
+}

@@ -1,0 +1,31 @@
+//! One module per table, re-exported flat: callers write `schema::models::Build`.
+//! Each module holds the table's row types and every query on it, as named
+//! functions taking a diesel connection and returning `QueryResult`.
+
+mod booking;
+mod build;
+mod build_event;
+mod build_request;
+mod environment;
+mod project;
+
+pub use booking::*;
+pub use build::*;
+pub use build_event::*;
+pub use build_request::*;
+pub use environment::*;
+pub use project::*;
+
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use diesel::sqlite::SqliteConnection;
+
+/// The rowid of the last row this connection inserted.
+///
+/// Writes use `execute` and this, never `INSERT ... RETURNING`: diesel reports
+/// a failed `execute` to its instrumentation before it cleans the statement up,
+/// which is when the lab reads the failing handle's extended code (see
+/// `crate::db`); a failed row-loading query loses that code.
+pub(crate) fn last_insert_rowid(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    diesel::select(diesel::dsl::sql::<BigInt>("last_insert_rowid()")).get_result(conn)
+}

@@ -1,0 +1,60 @@
+//! `project`: a request belongs to one, found or created by name.
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error};
+use diesel::sqlite::SqliteConnection;
+use serde::Serialize;
+
+use crate::schema::project;
+use crate::types::{now_micros, ProjectId};
+
+/// A row of `project`.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable, Serialize)]
+#[diesel(table_name = project)]
+pub struct Project {
+    pub id: ProjectId,
+    pub name: String,
+    pub created_at: i64,
+}
+
+impl Project {
+    /// Django's `get_or_create`: read first, create when missing. When another
+    /// process created the same name in between, the UNIQUE constraint fires and
+    /// the row is read again, as Django does. The name is stored verbatim (bound,
+    /// never interpolated).
+    pub fn get_or_create(conn: &mut SqliteConnection, name: &str) -> QueryResult<ProjectId> {
+        if let Some(id) = Project::find(conn, name)? {
+            return Ok(id);
+        }
+        match Project::create(conn, name) {
+            Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                Project::find(conn, name)?.ok_or(Error::NotFound)
+            }
+            other => other,
+        }
+    }
+
+    /// Inserts a project (a write with no read before it).
+    pub fn create(conn: &mut SqliteConnection, name: &str) -> QueryResult<ProjectId> {
+        diesel::insert_into(project::table)
+            .values((project::name.eq(name), project::created_at.eq(now_micros())))
+            .execute(conn)?;
+        super::last_insert_rowid(conn).map(ProjectId)
+    }
+
+    pub fn find(conn: &mut SqliteConnection, name: &str) -> QueryResult<Option<ProjectId>> {
+        project::table
+            .filter(project::name.eq(name))
+            .select(project::id)
+            .first(conn)
+            .optional()
+    }
+
+    pub fn count(conn: &mut SqliteConnection) -> QueryResult<i64> {
+        project::table.count().get_result(conn)
+    }
+
+    pub fn by_id(conn: &mut SqliteConnection, id: ProjectId) -> QueryResult<Option<Project>> {
+        project::table.find(id).select(Project::as_select()).first(conn).optional()
+    }
+}
