@@ -460,6 +460,16 @@ impl<'c> Tx<'c> {
     pub fn wrote(&mut self, rows: usize) {
         self.rows += rows as u64;
     }
+
+    /// Runs a write and counts the rows it reports.
+    pub fn counted(
+        &mut self,
+        write: impl FnOnce(&mut SqliteConnection) -> QueryResult<usize>,
+    ) -> QueryResult<usize> {
+        let n = write(self.conn)?;
+        self.rows += n as u64;
+        Ok(n)
+    }
 }
 
 impl LabConn {
@@ -709,6 +719,38 @@ impl LabConn {
                 ended: now_micros(),
             },
         ))
+    }
+
+    /// Begins a transaction as the policy says and leaves it open, for code that
+    /// must split one transaction over several steps (a test interleaving two
+    /// schedulers' claim phases). Pair with [`LabConn::commit`] or
+    /// [`LabConn::rollback`]. Everything else uses [`LabConn::write_txn`].
+    pub fn begin(&mut self) -> Result<(), DbError> {
+        self.begin_attempt();
+        let begin = match self.policy.txn_mode {
+            TxnMode::Deferred => "BEGIN DEFERRED",
+            TxnMode::Immediate => "BEGIN IMMEDIATE",
+        };
+        self.conn.batch_execute(begin).map_err(|e| {
+            let err = self.classify(Phase::Begin, &e);
+            self.rollback_after_failure();
+            err
+        })
+    }
+
+    /// Commits the transaction opened by [`LabConn::begin`]; rolls back if the
+    /// commit fails.
+    pub fn commit(&mut self) -> Result<(), DbError> {
+        self.conn.batch_execute("COMMIT").map_err(|e| {
+            let err = self.classify(Phase::Commit, &e);
+            self.rollback_after_failure();
+            err
+        })
+    }
+
+    /// Rolls back an open transaction, if any.
+    pub fn rollback(&mut self) {
+        self.rollback_after_failure();
     }
 
     /// One attempt of statements in autocommit mode: each statement is its own

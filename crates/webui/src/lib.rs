@@ -1,0 +1,116 @@
+//! webui: a Toaster-like JSON API and page over the lab's SQLite file.
+//!
+//! The create view has the shape of a Django view: it reads first (gets or
+//! creates the project by name, as `get_or_create` does, and reads the queue
+//! length), then writes `count` requests. With ATOMIC_REQUESTS the whole view
+//! is one transaction, begun as `LAB_TXN_MODE` says; without it every statement
+//! autocommits, so a failure can leave a partial write, which `locklab check`
+//! counts. All diesel work runs on actix's blocking pool (`web::block`).
+//!
+//! The HTML page is an askama template: compiled, type-checked and escaped, so
+//! a project name full of markup is shown as text.
+
+mod api;
+mod error;
+mod page;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_web::web;
+use anyhow::Context;
+use clap::Parser;
+use schema::models::Environment;
+
+pub use error::ApiError;
+
+/// webui: the JSON API and page.
+#[derive(Debug, Parser)]
+#[command(
+    name = "webui",
+    version,
+    about = "locklab's web UI daemon: a Toaster-like JSON API that creates build requests",
+    long_about = "locklab's web UI daemon, modelled on Yocto Toaster's Django UI. \
+POST /api/build-requests creates build requests the way a Django view does (read, then write; \
+one transaction with ATOMIC_REQUESTS, autocommit without); a lock failure is answered 503 with \
+its class. GET / shows recent requests and this process's counters. Every flag can also be given \
+as the environment variable shown; an empty variable counts as unset. Precedence: flag > LAB_* > \
+WAL/TIMEOUT/ATOMIC_REQUESTS > preset > default."
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: daemon::CommonArgs,
+}
+
+pub const DEFAULTS: daemon::Defaults = daemon::Defaults {
+    name: "webui",
+    listen: "127.0.0.1:8000",
+};
+
+/// Connections in webui's pool: one per concurrent view, with room to spare.
+pub const POOL_SIZE: u32 = 8;
+
+/// What the handlers share.
+pub struct App {
+    pub daemon: Arc<daemon::Daemon>,
+    /// Environments per kind, read at startup: what any request could ever get.
+    pub capacity: BTreeMap<String, u32>,
+}
+
+/// Every route of webui, beside the daemon's common ones.
+pub fn routes(app: web::Data<App>) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(app.clone())
+            .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::bad(format!("bad query string: {e}"), "query").into()),
+            )
+            .service(
+                web::resource("/api/build-requests")
+                    .route(web::get().to(api::list))
+                    .route(web::post().to(api::create))
+                    .default_service(web::to(api::method_not_allowed)),
+            )
+            .service(
+                web::resource("/api/build-requests/{id}")
+                    .route(web::get().to(api::get))
+                    .default_service(web::to(api::method_not_allowed)),
+            )
+            .service(
+                web::resource("/api/build-requests/{id}/cancel")
+                    .route(web::post().to(api::cancel))
+                    .default_service(web::to(api::method_not_allowed)),
+            )
+            .service(
+                web::resource("/api/environments")
+                    .route(web::get().to(api::environments))
+                    .default_service(web::to(api::method_not_allowed)),
+            )
+            .service(
+                web::resource("/")
+                    .route(web::get().to(page::index))
+                    .default_service(web::to(api::method_not_allowed)),
+            )
+            .default_service(web::to(api::not_found));
+    }
+}
+
+/// Runs webui until SIGTERM/SIGINT.
+pub async fn run(d: daemon::Daemon) -> anyhow::Result<()> {
+    let mut conn = d.pool.get().context("opening a connection")?;
+    let capacity = Environment::capacity(conn.diesel()).context("reading the registered environments")?;
+    drop(conn);
+    if capacity.is_empty() {
+        log::warn!(
+            "{}: no environments are registered; every create will get 422 (run `locklab migrate`)",
+            d.name()
+        );
+    }
+    let d = Arc::new(d);
+    let app = web::Data::new(App {
+        daemon: d.clone(),
+        capacity,
+    });
+    daemon::serve(d, routes(app), 2, Vec::new(), || {}).await
+}
