@@ -105,7 +105,11 @@ impl Own {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// A build was ingested to its end and finished.
-    Finished { build: BuildId, written: u32, given_up: u32 },
+    Finished {
+        build: BuildId,
+        written: u32,
+        given_up: u32,
+    },
     /// Stopped before the end (shutdown, lost lease, cancelled).
     Interrupted { build: BuildId, reason: String },
     /// No unowned build to take.
@@ -142,7 +146,9 @@ impl Ingester {
                 };
                 tx.wrote(1);
                 tx.counted(|c| Build::set_events_expected(c, id, expected))?;
-                tx.counted(|c| Environment::renew_for_request(c, build.request_id, self.lease_until()))?;
+                tx.counted(|c| {
+                    Environment::renew_for_request(c, build.request_id, self.lease_until())
+                })?;
                 Ok(Build::get(tx.conn(), id)?)
             })
         });
@@ -157,7 +163,9 @@ impl Ingester {
     fn ingest(&self, conn: &mut LabConn, build: Build) -> Step {
         let owner = self.lab.process.clone();
         let expected = u32::try_from(build.events_expected.unwrap_or(0)).unwrap_or(0);
-        let resume = match self.lab.op("resume", |op| op.read(conn, |c| BuildEvent::max_seq(c, build.id))) {
+        let resume = match self.lab.op("resume", |op| {
+            op.read(conn, |c| BuildEvent::max_seq(c, build.id))
+        }) {
             Ok(max) => max.map(|m| u32::try_from(m + 1).unwrap_or(0)).unwrap_or(0),
             Err(_) => {
                 return Step::Interrupted {
@@ -248,7 +256,14 @@ impl Ingester {
                 }
             }
         }
-        match self.finish(conn, &build, &owner, Outcome::Succeeded, unsaved_written, unsaved_given_up) {
+        match self.finish(
+            conn,
+            &build,
+            &owner,
+            Outcome::Succeeded,
+            unsaved_written,
+            unsaved_given_up,
+        ) {
             Ok(()) => {
                 if given_up > 0 {
                     log::warn!(
@@ -271,7 +286,12 @@ impl Ingester {
     }
 
     /// Writes one commit unit: an autocommit insert per event, or one transaction.
-    fn write_unit(&self, conn: &mut LabConn, build: BuildId, unit: &[StreamEvent]) -> Result<(), OpError> {
+    fn write_unit(
+        &self,
+        conn: &mut LabConn,
+        build: BuildId,
+        unit: &[StreamEvent],
+    ) -> Result<(), OpError> {
         let name = match self.commit {
             CommitPolicy::PerEvent => "write_event",
             _ => "write_batch",
@@ -289,7 +309,13 @@ impl Ingester {
         })
     }
 
-    fn renew(&self, conn: &mut LabConn, build: &Build, written: i32, given_up: i32) -> Result<Renewal, OpError> {
+    fn renew(
+        &self,
+        conn: &mut LabConn,
+        build: &Build,
+        written: i32,
+        given_up: i32,
+    ) -> Result<Renewal, OpError> {
         let owner = &self.lab.process;
         self.lab.op("renew", |op| {
             op.write(conn, |tx| {
@@ -331,24 +357,34 @@ impl Ingester {
                 let r = build.request_id;
                 let n = match outcome {
                     Outcome::Succeeded => {
-                        BuildRequest::transition(tx.conn(), r, RequestState::InProgress, RequestState::Completed, None)?
-                            + BuildRequest::transition(
-                                tx.conn(),
-                                r,
-                                RequestState::Cancelling,
-                                RequestState::Failed,
-                                Some("cancelled"),
-                            )?
+                        BuildRequest::transition(
+                            tx.conn(),
+                            r,
+                            RequestState::InProgress,
+                            RequestState::Completed,
+                            None,
+                        )? + BuildRequest::transition(
+                            tx.conn(),
+                            r,
+                            RequestState::Cancelling,
+                            RequestState::Failed,
+                            Some("cancelled"),
+                        )?
                     }
                     Outcome::Failed => {
-                        BuildRequest::transition(tx.conn(), r, RequestState::InProgress, RequestState::Failed, None)?
-                            + BuildRequest::transition(
-                                tx.conn(),
-                                r,
-                                RequestState::Cancelling,
-                                RequestState::Failed,
-                                Some("cancelled"),
-                            )?
+                        BuildRequest::transition(
+                            tx.conn(),
+                            r,
+                            RequestState::InProgress,
+                            RequestState::Failed,
+                            None,
+                        )? + BuildRequest::transition(
+                            tx.conn(),
+                            r,
+                            RequestState::Cancelling,
+                            RequestState::Failed,
+                            Some("cancelled"),
+                        )?
                     }
                 };
                 tx.wrote(n);
@@ -398,7 +434,11 @@ fn ingest_loop(ing: &Ingester, pool: &Pool) -> anyhow::Result<()> {
     let mut conn = pool.get().context("getting a connection")?;
     while !ing.lab.is_stopping() {
         match ing.run_once(&mut conn) {
-            Step::Finished { build, written, given_up } => {
+            Step::Finished {
+                build,
+                written,
+                given_up,
+            } => {
                 log::info!(
                     "{}: finished build {build}: {written} events written, {given_up} given up",
                     ing.lab.process

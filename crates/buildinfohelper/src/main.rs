@@ -9,9 +9,13 @@ async fn main() -> ExitCode {
         e.exit();
     }
     daemon::init_logging();
-    let started = daemon::settings_from(&matches, buildinfohelper::OWN_IDS, buildinfohelper::DEFAULTS)
-        .and_then(|s| Ok((buildinfohelper::Own::resolve(&matches)?, s)))
-        .and_then(|(own, s)| Ok((own, daemon::Daemon::start(s, 2)?)));
+    let started = daemon::settings_from(
+        &matches,
+        buildinfohelper::OWN_IDS,
+        buildinfohelper::DEFAULTS,
+    )
+    .and_then(|s| Ok((buildinfohelper::Own::resolve(&matches)?, s)))
+    .and_then(|(own, s)| Ok((own, daemon::Daemon::start(s, 2)?)));
     let (own, d) = match started {
         Ok(x) => x,
         Err(e) => {

@@ -12,8 +12,8 @@ use clap::{ArgMatches, Args};
 use schema::db::{build_pool, DbTarget, Pool};
 use schema::migrate::startup_check;
 use schema::settings::{
-    def, fmt_duration, parse_duration, process_env, Def, Env, Flags, Knobs, ReportSettings, Resolver,
-    Source, Sourced,
+    def, fmt_duration, parse_duration, process_env, Def, Env, Flags, Knobs, ReportSettings,
+    Resolver, Source, Sourced,
 };
 use schema::trace::Trace;
 use schema::Lab;
@@ -47,6 +47,14 @@ pub struct CommonArgs {
     /// How often to log the one-line summary.
     #[arg(long, env = "LAB_STATS_INTERVAL", value_name = "DURATION")]
     pub stats_interval: Option<String>,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+}
+
+/// The database and strategy knobs (the ones a preset sets). `locklab run`
+/// takes the same flags and passes the ones you typed on to the daemons.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KnobArgs {
     /// Journal mode you expect (delete or wal; alias WAL=true/false). The file's
     /// mode wins: it is set by `locklab migrate`; a daemon only warns.
     #[arg(long, env = "LAB_JOURNAL_MODE", value_name = "MODE")]
@@ -91,6 +99,10 @@ const COMMON_IDS: &[(&str, Def)] = &[
     ("stats_out", def::STATS_OUT),
     ("trace_out", def::TRACE_OUT),
     ("stats_interval", def::STATS_INTERVAL),
+];
+
+/// The ids of [`KnobArgs`] in clap's matches, with their settings.
+pub const KNOB_IDS: &[(&str, Def)] = &[
     ("journal_mode", def::JOURNAL_MODE),
     ("busy_timeout", def::BUSY_TIMEOUT),
     ("synchronous", def::SYNCHRONOUS),
@@ -108,7 +120,7 @@ const COMMON_IDS: &[(&str, Def)] = &[
 /// so that it can apply the demo's aliases and presets in order).
 pub fn flags_from_matches(matches: &ArgMatches, extra: &[(&str, Def)]) -> Flags {
     let mut flags = Flags::new();
-    for (id, d) in COMMON_IDS.iter().chain(extra) {
+    for (id, d) in COMMON_IDS.iter().chain(KNOB_IDS).chain(extra) {
         if matches.value_source(id) == Some(ValueSource::CommandLine) {
             if let Some(v) = matches.get_one::<String>(id) {
                 flags.insert(d.key, v.clone());
@@ -142,27 +154,56 @@ impl Settings {
     pub fn resolve(flags: &Flags, env: Env<'_>, defaults: Defaults) -> anyhow::Result<Settings> {
         let r = Resolver::new(flags, env);
         let text = |d: Def, default: &str| -> Sourced<String> {
-            r.raw(d).unwrap_or_else(|| Sourced::new(default.to_string(), Source::Default))
+            r.raw(d)
+                .unwrap_or_else(|| Sourced::new(default.to_string(), Source::Default))
         };
         let database = text(def::DATABASE_URL, "locklab.sqlite3");
         let target = DbTarget::parse(&database.value).map_err(anyhow::Error::msg)?;
-        let path = |d: Def| r.raw(d).map(|s| Sourced::new(PathBuf::from(s.value), s.source));
+        let path = |d: Def| {
+            r.raw(d)
+                .map(|s| Sourced::new(PathBuf::from(s.value), s.source))
+        };
         let listen = text(def::LISTEN, defaults.listen);
-        listen
-            .value
-            .parse::<SocketAddr>()
-            .with_context(|| format!("{} {:?} is not an address like 127.0.0.1:8000", listen.source, listen.value))?;
+        listen.value.parse::<SocketAddr>().with_context(|| {
+            format!(
+                "{} {:?} is not an address like 127.0.0.1:8000",
+                listen.source, listen.value
+            )
+        })?;
         let name = text(def::PROCESS_NAME, defaults.name);
-        if name.value.trim().is_empty() || name.value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            bail!("process name {:?} must be one word (e.g. runbuilds-2)", name.value);
+        if name.value.trim().is_empty()
+            || name
+                .value
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            bail!(
+                "process name {:?} must be one word (e.g. runbuilds-2)",
+                name.value
+            );
         }
-        let lease = r.get(def::LEASE, parse_duration, None, None, Duration::from_secs(10))?;
+        let lease = r.get(
+            def::LEASE,
+            parse_duration,
+            None,
+            None,
+            Duration::from_secs(10),
+        )?;
         if lease.value < Duration::from_millis(100) {
             bail!("{}: the lease must be at least 100ms", lease.source);
         }
-        let stats_interval = r.get(def::STATS_INTERVAL, parse_duration, None, None, Duration::from_secs(5))?;
+        let stats_interval = r.get(
+            def::STATS_INTERVAL,
+            parse_duration,
+            None,
+            None,
+            Duration::from_secs(5),
+        )?;
         if stats_interval.value.is_zero() {
-            bail!("{}: the summary interval must be above 0", stats_interval.source);
+            bail!(
+                "{}: the summary interval must be above 0",
+                stats_interval.source
+            );
         }
         Ok(Settings {
             database: Sourced::new(target, database.source),
@@ -196,7 +237,8 @@ impl Daemon {
         let name = settings.name.value.clone();
         let target = &settings.database.value;
         startup_check(target).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let pool = build_pool(target, settings.knobs.policy(), pool_size).map_err(anyhow::Error::msg)?;
+        let pool =
+            build_pool(target, settings.knobs.policy(), pool_size).map_err(anyhow::Error::msg)?;
         let mut conn = pool.get().context("opening a first connection")?;
         let (journal, synchronous) =
             schema::migrate::read_file_modes(&mut conn).context("reading the journal mode back")?;
@@ -208,8 +250,15 @@ impl Daemon {
             target.path().display(),
             settings.database.source
         );
-        log::info!("{name}: setting listen={} source={}", settings.listen.value, settings.listen.source);
-        log::info!("{name}: setting name={name} source={}", settings.name.source);
+        log::info!(
+            "{name}: setting listen={} source={}",
+            settings.listen.value,
+            settings.listen.source
+        );
+        log::info!(
+            "{name}: setting name={name} source={}",
+            settings.name.source
+        );
         log::info!(
             "{name}: setting lease={} source={}",
             fmt_duration(settings.lease.value),
@@ -229,7 +278,10 @@ impl Daemon {
                 }
                 "busy_timeout" => {
                     // from the busy handler's own state, not from a PRAGMA
-                    log::info!("{name}: setting busy_timeout={} source={source}", fmt_duration(busy_timeout));
+                    log::info!(
+                        "{name}: setting busy_timeout={} source={source}",
+                        fmt_duration(busy_timeout)
+                    );
                 }
                 "synchronous" => {
                     log::info!("{name}: setting synchronous={synchronous} source={source}");
@@ -238,14 +290,23 @@ impl Daemon {
             }
         }
         if let Some(out) = &settings.stats_out {
-            log::info!("{name}: setting stats_out={} source={}", out.value.display(), out.source);
+            log::info!(
+                "{name}: setting stats_out={} source={}",
+                out.value.display(),
+                out.source
+            );
         }
         let trace = match &settings.trace_out {
             Some(out) => {
-                log::info!("{name}: setting trace_out={} source={}", out.value.display(), out.source);
+                log::info!(
+                    "{name}: setting trace_out={} source={}",
+                    out.value.display(),
+                    out.source
+                );
                 Some(Arc::new(
-                    Trace::create(&out.value, name.clone())
-                        .with_context(|| format!("creating the trace file {}", out.value.display()))?,
+                    Trace::create(&out.value, name.clone()).with_context(|| {
+                        format!("creating the trace file {}", out.value.display())
+                    })?,
                 ))
             }
             None => None,
@@ -276,14 +337,21 @@ impl Daemon {
                 "settings".to_string(),
                 serde_json::to_value(&self.report_settings).unwrap_or_default(),
             );
-            obj.insert("draining".to_string(), serde_json::Value::Bool(self.is_draining()));
+            obj.insert(
+                "draining".to_string(),
+                serde_json::Value::Bool(self.is_draining()),
+            );
         }
         v
     }
 }
 
 /// Reads settings from the process's command line and environment.
-pub fn settings_from(matches: &ArgMatches, extra: &[(&str, Def)], defaults: Defaults) -> anyhow::Result<Settings> {
+pub fn settings_from(
+    matches: &ArgMatches,
+    extra: &[(&str, Def)],
+    defaults: Defaults,
+) -> anyhow::Result<Settings> {
     Settings::resolve(&flags_from_matches(matches, extra), &process_env, defaults)
 }
 

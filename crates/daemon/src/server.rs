@@ -96,7 +96,9 @@ pub async fn serve(
     let name = daemon.name().to_string();
     let listener = TcpListener::bind(&daemon.settings.listen.value)
         .with_context(|| format!("listening on {}", daemon.settings.listen.value))?;
-    let addr = listener.local_addr().context("reading the listening address")?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
     let data = web::Data::from(daemon.clone());
     let server = HttpServer::new(move || {
         App::new()
@@ -104,17 +106,18 @@ pub async fn serve(
             .configure(common_routes)
             .configure(routes.clone())
     })
-        .workers(http_workers)
-        .disable_signals()
-        .shutdown_timeout(5)
-        .listen(listener)?
-        .run();
+    .workers(http_workers)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
     let handle = server.handle();
     let server_task = tokio::spawn(server);
     log::info!("{name}: listening on {addr}");
     daemon.lab.stats.restart_clock();
 
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, anyhow::Result<()>)>();
+    let (done_tx, mut done_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(&'static str, anyhow::Result<()>)>();
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     for w in workers {
         let tx = done_tx.clone();

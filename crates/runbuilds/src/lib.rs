@@ -135,7 +135,10 @@ impl Scheduler {
 
     /// Releases the environments of requests whose builds all completed.
     pub fn release(&self, conn: &mut LabConn) -> Option<Step> {
-        let candidates = match self.lab.op("find_releasable", |op| op.read(conn, claim::releasable)) {
+        let candidates = match self
+            .lab
+            .op("find_releasable", |op| op.read(conn, claim::releasable))
+        {
             Ok(c) => c,
             Err(e) => return Some(gave_up_or_lost(e)),
         };
@@ -218,7 +221,12 @@ impl Scheduler {
         match result {
             Ok(step) => {
                 if let Step::Claimed(c) = &step {
-                    log::debug!("{}: claimed request {} as build {}", self.lab.process, c.request, c.build);
+                    log::debug!(
+                        "{}: claimed request {} as build {}",
+                        self.lab.process,
+                        c.request,
+                        c.build
+                    );
                 }
                 step
             }
@@ -238,7 +246,11 @@ impl Scheduler {
     }
 
     /// The write phase, inside the caller's transaction.
-    pub fn write_plan(&self, tx: &mut schema::db::Tx<'_>, plan: Plan) -> Result<Step, schema::TxError> {
+    pub fn write_plan(
+        &self,
+        tx: &mut schema::db::Tx<'_>,
+        plan: Plan,
+    ) -> Result<Step, schema::TxError> {
         match plan {
             Plan::Idle { .. } => Ok(Step::Idle),
             Plan::Unsatisfiable { request, reason } => {
@@ -251,7 +263,10 @@ impl Scheduler {
                 )?;
                 tx.wrote(n);
                 if n == 1 {
-                    log::warn!("{}: request {request} can never run ({reason}); failed it", self.lab.process);
+                    log::warn!(
+                        "{}: request {request} can never run ({reason}); failed it",
+                        self.lab.process
+                    );
                 }
                 Ok(Step::FailedUnsatisfiable(request))
             }
@@ -263,12 +278,22 @@ impl Scheduler {
                 let seed: i64 = rand::rng().random_range(0..i64::MAX);
                 let lease_until = self.lease_until();
                 let claimed = match self.strategy {
-                    ClaimStrategy::Toaster | ClaimStrategy::Single => {
-                        claim::write_as_read(tx.conn(), request, &needs, &self.lab.process, seed, lease_until)?
-                    }
-                    ClaimStrategy::Guarded => {
-                        claim::write_guarded(tx.conn(), request, &environments, &self.lab.process, seed, lease_until)?
-                    }
+                    ClaimStrategy::Toaster | ClaimStrategy::Single => claim::write_as_read(
+                        tx.conn(),
+                        request,
+                        &needs,
+                        &self.lab.process,
+                        seed,
+                        lease_until,
+                    )?,
+                    ClaimStrategy::Guarded => claim::write_guarded(
+                        tx.conn(),
+                        request,
+                        &environments,
+                        &self.lab.process,
+                        seed,
+                        lease_until,
+                    )?,
                 };
                 // environments locked + bookings + request + build
                 tx.wrote(2 * claimed.environments.len() + 2);
@@ -323,17 +348,28 @@ impl SplitClaim<'_> {
                     }
                 }
             }
-            _ => s.lab.op("claim_write", |op| op.write(conn, |tx| s.write_plan(tx, plan.clone()))),
+            _ => s.lab.op("claim_write", |op| {
+                op.write(conn, |tx| s.write_plan(tx, plan.clone()))
+            }),
         }
     }
 }
 
 /// Resolves runbuilds' own settings.
-pub fn poll_interval(own: &OwnArgs, matches: &clap::ArgMatches) -> anyhow::Result<Sourced<Duration>> {
+pub fn poll_interval(
+    own: &OwnArgs,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<Sourced<Duration>> {
     let flags = daemon::flags_from_matches(matches, OWN_IDS);
     let r = schema::settings::Resolver::new(&flags, &schema::settings::process_env);
     let _ = own;
-    let v = r.get(def::POLL_INTERVAL, parse_duration, None, None, Duration::from_secs(1))?;
+    let v = r.get(
+        def::POLL_INTERVAL,
+        parse_duration,
+        None,
+        None,
+        Duration::from_secs(1),
+    )?;
     if v.value.is_zero() {
         anyhow::bail!("{}: the poll interval must be above 0", v.source);
     }
@@ -363,7 +399,9 @@ pub async fn run(d: daemon::Daemon, poll: Sourced<Duration>) -> anyhow::Result<(
     let worker_wake = wake.clone();
     let worker = daemon::Worker {
         name: "scheduler",
-        run: Box::new(move || scheduler_loop(&scheduler, &pool, &worker_daemon, &worker_wake, poll.value)),
+        run: Box::new(move || {
+            scheduler_loop(&scheduler, &pool, &worker_daemon, &worker_wake, poll.value)
+        }),
     };
     let sig_wake = wake.clone();
     let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
@@ -378,7 +416,8 @@ pub async fn run(d: daemon::Daemon, poll: Sourced<Duration>) -> anyhow::Result<(
     let result = daemon::serve(
         d,
         move |cfg| {
-            cfg.app_data(route_wake.clone()).route("/wake", web::post().to(wake_route));
+            cfg.app_data(route_wake.clone())
+                .route("/wake", web::post().to(wake_route));
         },
         1,
         vec![worker],
@@ -393,13 +432,22 @@ async fn wake_route(wake: web::Data<Wake>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "woken": true }))
 }
 
-fn scheduler_loop(s: &Scheduler, pool: &Pool, d: &daemon::Daemon, wake: &Wake, poll: Duration) -> anyhow::Result<()> {
+fn scheduler_loop(
+    s: &Scheduler,
+    pool: &Pool,
+    d: &daemon::Daemon,
+    wake: &Wake,
+    poll: Duration,
+) -> anyhow::Result<()> {
     let mut conn = pool.get().context("getting a connection")?;
     while !s.lab.is_stopping() {
         let steps = s.run_once(&mut conn, d.is_draining());
-        let busy = steps
-            .iter()
-            .any(|st| matches!(st, Step::Claimed(_) | Step::Released(_) | Step::FailedUnsatisfiable(_)));
+        let busy = steps.iter().any(|st| {
+            matches!(
+                st,
+                Step::Claimed(_) | Step::Released(_) | Step::FailedUnsatisfiable(_)
+            )
+        });
         if !busy {
             wake.wait(poll);
         }

@@ -35,7 +35,11 @@ pub enum Plan {
     /// A request no registered environments could ever satisfy.
     Unsatisfiable { request: RequestId, reason: String },
     /// Claim this request with these environments.
-    Claim { request: RequestId, needs: Needs, environments: Vec<EnvironmentId> },
+    Claim {
+        request: RequestId,
+        needs: Needs,
+        environments: Vec<EnvironmentId>,
+    },
 }
 
 /// A successful claim.
@@ -50,7 +54,11 @@ pub struct Claimed {
 fn fit(needs: &Needs, free: &[Environment]) -> Option<Vec<EnvironmentId>> {
     let mut chosen = Vec::new();
     for (kind, want) in &needs.0 {
-        let of_kind: Vec<EnvironmentId> = free.iter().filter(|e| &e.kind == kind).map(|e| e.id).collect();
+        let of_kind: Vec<EnvironmentId> = free
+            .iter()
+            .filter(|e| &e.kind == kind)
+            .map(|e| e.id)
+            .collect();
         if of_kind.len() < *want as usize {
             return None;
         }
@@ -77,7 +85,10 @@ pub fn read_phase(conn: &mut SqliteConnection) -> diesel::QueryResult<Plan> {
             });
         }
         if let Some(reason) = q.needs.unsatisfiable_by(&capacity) {
-            return Ok(Plan::Unsatisfiable { request: q.id, reason });
+            return Ok(Plan::Unsatisfiable {
+                request: q.id,
+                reason,
+            });
         }
         if let Some(environments) = fit(&q.needs, &free) {
             return Ok(Plan::Claim {
@@ -87,7 +98,9 @@ pub fn read_phase(conn: &mut SqliteConnection) -> diesel::QueryResult<Plan> {
             });
         }
     }
-    Ok(Plan::Idle { queued: queued.len() })
+    Ok(Plan::Idle {
+        queued: queued.len(),
+    })
 }
 
 /// Toaster's write: read the free environments of the needed kinds and lock
@@ -103,7 +116,8 @@ pub fn write_as_read(
 ) -> Result<Claimed, TxError> {
     let kinds: Vec<&str> = needs.0.keys().map(String::as_str).collect();
     let free = Environment::free_of_kinds(conn, &kinds)?;
-    let environments = fit(needs, &free).ok_or_else(|| TxError::abort("environments taken since the read"))?;
+    let environments =
+        fit(needs, &free).ok_or_else(|| TxError::abort("environments taken since the read"))?;
     Environment::lock_for(conn, &environments, request, lease_until)?;
     Booking::book_all(conn, &environments, request, claimed_by)?;
     BuildRequest::set_state(conn, request, RequestState::InProgress)?;
@@ -127,7 +141,14 @@ pub fn write_guarded(
     seed: i64,
     lease_until: i64,
 ) -> Result<Claimed, TxError> {
-    if BuildRequest::transition(conn, request, RequestState::Queued, RequestState::InProgress, None)? != 1 {
+    if BuildRequest::transition(
+        conn,
+        request,
+        RequestState::Queued,
+        RequestState::InProgress,
+        None,
+    )? != 1
+    {
         return Err(TxError::abort("request no longer queued"));
     }
     for env in environments {

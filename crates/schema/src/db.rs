@@ -140,6 +140,48 @@ impl DbTarget {
 // The busy handler and its record
 // ---------------------------------------------------------------------------
 
+/// The union of every connection's lock waits in this process: wall time during
+/// which at least one connection of the process waited for the write lock (in
+/// the busy handler). `lock_wait_share` divides it by the elapsed time, so
+/// several threads waiting at once do not count twice.
+#[derive(Debug, Default)]
+struct WaitUnion {
+    waiters: u32,
+    since: Option<Instant>,
+    total: Duration,
+}
+
+static WAIT_UNION: Mutex<WaitUnion> = Mutex::new(WaitUnion {
+    waiters: 0,
+    since: None,
+    total: Duration::ZERO,
+});
+
+fn wait_enter(now: Instant) {
+    let mut u = lock(&WAIT_UNION);
+    if u.waiters == 0 {
+        u.since = Some(now);
+    }
+    u.waiters += 1;
+}
+
+fn wait_leave(now: Instant) {
+    let mut u = lock(&WAIT_UNION);
+    u.waiters = u.waiters.saturating_sub(1);
+    if u.waiters == 0 {
+        if let Some(since) = u.since.take() {
+            u.total += now.saturating_duration_since(since);
+        }
+    }
+}
+
+/// Wall time during which at least one connection of this process waited for
+/// the write lock, since the process started.
+pub fn process_lock_wait() -> Duration {
+    let u = lock(&WAIT_UNION);
+    u.total + u.since.map(|s| s.elapsed()).unwrap_or_default()
+}
+
 /// SQLite's default busy-callback schedule (`sqliteDefaultBusyCallback`), in ms.
 const DELAYS_MS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
 
@@ -164,6 +206,8 @@ struct StmtState {
     last_call: Option<Instant>,
     waited_in_event: Duration,
     last_wake_wall: Option<i64>,
+    /// A lock wait of this statement is counted in the process's wait union.
+    in_wait: bool,
     /// The code read by diesel's FinishQuery instrumentation event, which diesel
     /// emits right after a failed `execute`, before it resets the statement
     /// and re-binds its parameters (a bind clears the handle's error code).
@@ -208,6 +252,10 @@ impl Hook {
         let now = Instant::now();
         let mut st = lock(&self.stmt);
         st.calls = st.calls.saturating_add(1);
+        if !st.in_wait {
+            st.in_wait = true;
+            wait_enter(now);
+        }
         let event_start = match (count, st.event_start) {
             (0, _) | (_, None) => {
                 let previous = st.waited_in_event;
@@ -228,9 +276,13 @@ impl Hook {
         st.last_call = Some(now);
         if elapsed >= self.timeout {
             st.gave_up = true;
+            st.in_wait = false;
+            wait_leave(now);
             return 0;
         }
-        let step = usize::try_from(count).unwrap_or(usize::MAX).min(DELAYS_MS.len() - 1);
+        let step = usize::try_from(count)
+            .unwrap_or(usize::MAX)
+            .min(DELAYS_MS.len() - 1);
         let delay = Duration::from_millis(DELAYS_MS[step]).min(self.timeout - elapsed);
         drop(st);
         std::thread::sleep(delay);
@@ -241,6 +293,9 @@ impl Hook {
 
     fn on_statement_start(&self) {
         let mut st = lock(&self.stmt);
+        if st.in_wait {
+            wait_leave(Instant::now());
+        }
         *st = StmtState {
             started_wall: now_micros(),
             ..StmtState::default()
@@ -248,10 +303,14 @@ impl Hook {
     }
 
     fn on_statement_end(&self, holds_write_lock: bool) {
+        let mut st = lock(&self.stmt);
+        if st.in_wait {
+            st.in_wait = false;
+            wait_leave(Instant::now());
+        }
         if !holds_write_lock {
             return;
         }
-        let st = lock(&self.stmt);
         let at = st.last_wake_wall.unwrap_or(st.started_wall);
         drop(st);
         let mut acquired = lock(&self.acquired);
@@ -285,7 +344,12 @@ unsafe extern "C" fn busy_handler(ctx: *mut c_void, count: c_int) -> c_int {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.on_busy(count))).unwrap_or(0)
 }
 
-unsafe extern "C" fn trace_hook(mask: c_uint, ctx: *mut c_void, p: *mut c_void, x: *mut c_void) -> c_int {
+unsafe extern "C" fn trace_hook(
+    mask: c_uint,
+    ctx: *mut c_void,
+    p: *mut c_void,
+    x: *mut c_void,
+) -> c_int {
     // SAFETY: as for busy_handler.
     let hook = unsafe { &*(ctx as *const Hook) };
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match mask {
@@ -294,7 +358,8 @@ unsafe extern "C" fn trace_hook(mask: c_uint, ctx: *mut c_void, p: *mut c_void, 
             // only a statement's own start resets the record.
             let sql = x as *const c_char;
             // SAFETY: for SQLITE_TRACE_STMT, X is the statement's UTF-8 text.
-            let is_trigger = !sql.is_null() && unsafe { CStr::from_ptr(sql) }.to_bytes().starts_with(b"--");
+            let is_trigger =
+                !sql.is_null() && unsafe { CStr::from_ptr(sql) }.to_bytes().starts_with(b"--");
             if !is_trigger {
                 hook.on_statement_start();
             }
@@ -306,7 +371,8 @@ unsafe extern "C" fn trace_hook(mask: c_uint, ctx: *mut c_void, p: *mut c_void, 
             // on the handle, so the result code cannot be read here.
             let holds = unsafe {
                 let db = ffi::sqlite3_db_handle(stmt);
-                let in_write_txn = ffi::sqlite3_txn_state(db, std::ptr::null()) == ffi::SQLITE_TXN_WRITE;
+                let in_write_txn =
+                    ffi::sqlite3_txn_state(db, std::ptr::null()) == ffi::SQLITE_TXN_WRITE;
                 // an autocommit write that finished (not halted mid-run by BUSY)
                 let autocommit_write = ffi::sqlite3_stmt_readonly(stmt) == 0
                     && ffi::sqlite3_get_autocommit(db) != 0
@@ -406,7 +472,9 @@ pub struct LabConn {
 
 impl std::fmt::Debug for LabConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LabConn").field("policy", &self.policy).finish_non_exhaustive()
+        f.debug_struct("LabConn")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
 }
 
@@ -476,17 +544,22 @@ impl LabConn {
     /// Opens a connection and applies the policy: first the lab's busy handler,
     /// then the other pragmas, one statement each. `create` false opens with
     /// `mode=rw`: a missing file is an error, never a new empty file.
-    pub fn open(target: &DbTarget, policy: Arc<Policy>, create: bool) -> Result<LabConn, OpenError> {
+    pub fn open(
+        target: &DbTarget,
+        policy: Arc<Policy>,
+        create: bool,
+    ) -> Result<LabConn, OpenError> {
         let path = target.path().display().to_string();
         register_auto_extension().map_err(|message| OpenError::Setup {
             path: path.clone(),
             message,
         })?;
         LAST_OPENED.with(|slot| slot.set(std::ptr::null_mut()));
-        let conn = SqliteConnection::establish(&target.uri(create)).map_err(|e| OpenError::Open {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let conn =
+            SqliteConnection::establish(&target.uri(create)).map_err(|e| OpenError::Open {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         let raw = LAST_OPENED.with(|slot| slot.replace(std::ptr::null_mut()));
         if raw.is_null() {
             return Err(OpenError::Setup {
@@ -529,14 +602,19 @@ impl LabConn {
             policy,
         };
         let pragmas = [
-            format!("PRAGMA synchronous = {}", lab.policy.synchronous.as_str().to_uppercase()),
+            format!(
+                "PRAGMA synchronous = {}",
+                lab.policy.synchronous.as_str().to_uppercase()
+            ),
             "PRAGMA foreign_keys = ON".to_string(),
         ];
         for pragma in pragmas {
-            lab.conn.batch_execute(&pragma).map_err(|e| OpenError::Setup {
-                path: path.clone(),
-                message: format!("{pragma}: {e}"),
-            })?;
+            lab.conn
+                .batch_execute(&pragma)
+                .map_err(|e| OpenError::Setup {
+                    path: path.clone(),
+                    message: format!("{pragma}: {e}"),
+                })?;
         }
         Ok(lab)
     }

@@ -245,13 +245,25 @@ mod tests {
 
     #[test]
     fn classes_from_codes() {
-        assert_eq!(LockClass::from_sqlite(517, false, false), LockClass::BusySnapshot);
-        assert_eq!(LockClass::from_sqlite(5, false, false), LockClass::BusyUpgrade);
-        assert_eq!(LockClass::from_sqlite(5, true, true), LockClass::BusyTimeout);
+        assert_eq!(
+            LockClass::from_sqlite(517, false, false),
+            LockClass::BusySnapshot
+        );
+        assert_eq!(
+            LockClass::from_sqlite(5, false, false),
+            LockClass::BusyUpgrade
+        );
+        assert_eq!(
+            LockClass::from_sqlite(5, true, true),
+            LockClass::BusyTimeout
+        );
         // the handler ran for an earlier lock of the statement but did not give up
         assert_eq!(LockClass::from_sqlite(5, false, true), LockClass::Other);
         assert_eq!(LockClass::from_sqlite(6, false, false), LockClass::Locked);
-        assert_eq!(LockClass::from_sqlite(2067, false, false), LockClass::Constraint);
+        assert_eq!(
+            LockClass::from_sqlite(2067, false, false),
+            LockClass::Constraint
+        );
         assert_eq!(LockClass::from_sqlite(1, false, false), LockClass::Other);
         for c in LockClass::ALL {
             assert_eq!(c.as_str().parse::<LockClass>(), Ok(c));

@@ -33,18 +33,26 @@ pub const MIGRATIONS_TABLE: &str = "__diesel_schema_migrations";
 /// Why a database cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchemaError {
-    #[error("{path}: no such database file; create it with `locklab migrate --database-url {path}`")]
+    #[error(
+        "{path}: no such database file; create it with `locklab migrate --database-url {path}`"
+    )]
     Missing { path: String },
     #[error("{path}: cannot open: {message}")]
     Open { path: String, message: String },
     #[error("{path}: not an SQLite database ({message}); check --database-url / DATABASE_URL")]
     NotADatabase { path: String, message: String },
-    #[error("{path}: the database is empty (not migrated); run `locklab migrate --database-url {path}`")]
+    #[error(
+        "{path}: the database is empty (not migrated); run `locklab migrate --database-url {path}`"
+    )]
     Empty { path: String },
     #[error("{path}: not locklab's schema: it holds tables locklab does not own ({tables}); use another file")]
     Foreign { path: String, tables: String },
     #[error("{path}: {count} migration(s) pending ({versions}); run `locklab migrate --database-url {path}`")]
-    Pending { path: String, count: usize, versions: String },
+    Pending {
+        path: String,
+        count: usize,
+        versions: String,
+    },
     #[error("{path}: migrated by a newer locklab (unknown migrations {versions}); use a matching locklab")]
     Newer { path: String, versions: String },
     #[error("{path}: {message}")]
@@ -68,14 +76,23 @@ pub fn embedded_versions() -> Result<Vec<String>, String> {
     use diesel::migration::MigrationSource;
     let migrations = <EmbeddedMigrations as MigrationSource<Sqlite>>::migrations(&MIGRATIONS)
         .map_err(|e| format!("reading the embedded migrations: {e}"))?;
-    Ok(migrations.iter().map(|m| m.name().version().to_string()).collect())
+    Ok(migrations
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect())
 }
 
 fn classify_open_error(path: &str, message: String) -> SchemaError {
     if message.contains("not a database") || message.contains("file is encrypted") {
-        SchemaError::NotADatabase { path: path.to_string(), message }
+        SchemaError::NotADatabase {
+            path: path.to_string(),
+            message,
+        }
     } else {
-        SchemaError::Open { path: path.to_string(), message }
+        SchemaError::Open {
+            path: path.to_string(),
+            message,
+        }
     }
 }
 
@@ -148,19 +165,34 @@ pub fn startup_check(target: &DbTarget) -> Result<SchemaStatus, SchemaError> {
         path: path.clone(),
         message,
     })?;
-    let pending: Vec<&String> = embedded.iter().filter(|v| !status.applied.contains(*v)).collect();
+    let pending: Vec<&String> = embedded
+        .iter()
+        .filter(|v| !status.applied.contains(*v))
+        .collect();
     if !pending.is_empty() {
         return Err(SchemaError::Pending {
             path,
             count: pending.len(),
-            versions: pending.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            versions: pending
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
-    let unknown: Vec<&String> = status.applied.iter().filter(|v| !embedded.contains(v)).collect();
+    let unknown: Vec<&String> = status
+        .applied
+        .iter()
+        .filter(|v| !embedded.contains(v))
+        .collect();
     if !unknown.is_empty() {
         return Err(SchemaError::Newer {
             path,
-            versions: unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            versions: unknown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     Ok(status)
@@ -231,8 +263,9 @@ pub fn migrate(
         .iter()
         .map(|v| v.to_string())
         .collect();
-    let (environments_added, environments_total) = Environment::register(conn.diesel(), environments)
-        .map_err(|e| other(format!("registering environments: {e}")))?;
+    let (environments_added, environments_total) =
+        Environment::register(conn.diesel(), environments)
+            .map_err(|e| other(format!("registering environments: {e}")))?;
     Ok(MigrateReport {
         created_file,
         applied,
@@ -256,4 +289,19 @@ pub fn has_sqlite_header(path: &Path) -> bool {
         .and_then(|mut f| f.read_exact(&mut header))
         .map(|_| &header == b"SQLite format 3\0")
         .unwrap_or(false)
+}
+
+#[derive(QueryableByName)]
+struct IntegrityRow {
+    #[diesel(sql_type = Text)]
+    integrity_check: String,
+}
+
+/// `PRAGMA integrity_check`: `["ok"]` for a sound file, else the problems.
+pub fn integrity_check(conn: &mut SqliteConnection) -> QueryResult<Vec<String>> {
+    Ok(diesel::sql_query("PRAGMA integrity_check")
+        .load::<IntegrityRow>(conn)?
+        .into_iter()
+        .map(|r| r.integrity_check)
+        .collect())
 }

@@ -60,7 +60,11 @@ impl Lab {
     }
 
     /// Runs one operation and counts it: ok, aborted (counted as ok) or gave up.
-    pub fn op<T>(&self, name: &'static str, f: impl FnOnce(&mut Op<'_>) -> Result<T, OpError>) -> Result<T, OpError> {
+    pub fn op<T>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&mut Op<'_>) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
         self.stats.op_started(name);
         let mut op = Op {
             lab: self,
@@ -125,7 +129,9 @@ impl Op<'_> {
         loop {
             let before = conn.total_lock_wait();
             let result = conn.read(&mut body);
-            self.lab.stats.lock_waited(conn.total_lock_wait().saturating_sub(before));
+            self.lab
+                .stats
+                .lock_waited(conn.total_lock_wait().saturating_sub(before));
             match result {
                 Ok(v) => return Ok(v),
                 Err(e) => self.after_failure(conn, &e, &mut attempt)?,
@@ -150,7 +156,9 @@ impl Op<'_> {
                 Kind::Txn => conn.write_txn(&mut body),
                 Kind::Autocommit => conn.autocommit(&mut body),
             };
-            self.lab.stats.lock_waited(conn.total_lock_wait().saturating_sub(before));
+            self.lab
+                .stats
+                .lock_waited(conn.total_lock_wait().saturating_sub(before));
             match result {
                 Ok((value, rows, times)) => {
                     self.lab.stats.rows_committed(self.name, rows);
@@ -182,7 +190,12 @@ impl Op<'_> {
 
     /// Counts and logs a failed attempt, then either sleeps before the next one
     /// (Ok) or gives up (Err).
-    fn after_failure(&mut self, conn: &LabConn, e: &DbError, attempt: &mut u32) -> Result<(), OpError> {
+    fn after_failure(
+        &mut self,
+        conn: &LabConn,
+        e: &DbError,
+        attempt: &mut u32,
+    ) -> Result<(), OpError> {
         *attempt += 1;
         let stats = &self.lab.stats;
         stats.attempt_failed(self.name, e.class);

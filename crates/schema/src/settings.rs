@@ -387,13 +387,20 @@ process, but a power loss or an OS crash can lose the last transactions committe
 
 impl Preset {
     pub fn by_name(name: &str) -> Result<&'static Preset, String> {
-        PRESETS.iter().find(|p| p.name == name.trim()).ok_or_else(|| {
-            format!(
-                "unknown preset {:?}; run `locklab presets` to list them: {}",
-                name.trim(),
-                PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
-            )
-        })
+        PRESETS
+            .iter()
+            .find(|p| p.name == name.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown preset {:?}; run `locklab presets` to list them: {}",
+                    name.trim(),
+                    PRESETS
+                        .iter()
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
     }
 }
 
@@ -461,6 +468,9 @@ defs! {
 /// values clap read from the environment.
 pub type Flags = BTreeMap<&'static str, String>;
 
+/// A parser of a setting's text.
+pub type Parser<'a, T> = &'a dyn Fn(&str) -> Result<T, String>;
+
 /// Reads settings by precedence from flags, the environment and a preset.
 pub struct Resolver<'a> {
     flags: &'a Flags,
@@ -499,7 +509,7 @@ impl<'a> Resolver<'a> {
         &self,
         d: Def,
         parse: impl Fn(&str) -> Result<T, String>,
-        alias_parse: Option<&dyn Fn(&str) -> Result<T, String>>,
+        alias_parse: Option<Parser<'_, T>>,
         preset: Option<(&'static str, T)>,
         default: T,
     ) -> Result<Sourced<T>, SettingError> {
@@ -550,7 +560,13 @@ impl<'a> Resolver<'a> {
                 def::JOURNAL_MODE,
                 parse_enum,
                 Some(&|s: &str| {
-                    parse_bool(s).map(|wal| if wal { JournalMode::Wal } else { JournalMode::Delete })
+                    parse_bool(s).map(|wal| {
+                        if wal {
+                            JournalMode::Wal
+                        } else {
+                            JournalMode::Delete
+                        }
+                    })
                 }),
                 Some((pn, p.journal_mode)),
                 JournalMode::Delete,
@@ -583,10 +599,28 @@ impl<'a> Resolver<'a> {
                 Some((pn, p.atomic_requests)),
                 false,
             )?,
-            retry: self.get(def::RETRY, |s| s.parse(), None, Some((pn, p.retry)), RetryPolicy::None)?,
+            retry: self.get(
+                def::RETRY,
+                |s| s.parse(),
+                None,
+                Some((pn, p.retry)),
+                RetryPolicy::None,
+            )?,
             retry_deadline: self.get(def::RETRY_DEADLINE, parse_duration, None, None, secs(30))?,
-            claim: self.get(def::CLAIM, |s| s.parse(), None, Some((pn, p.claim)), ClaimStrategy::Toaster)?,
-            commit: self.get(def::COMMIT, |s| s.parse(), None, Some((pn, p.commit)), CommitPolicy::PerEvent)?,
+            claim: self.get(
+                def::CLAIM,
+                |s| s.parse(),
+                None,
+                Some((pn, p.claim)),
+                ClaimStrategy::Toaster,
+            )?,
+            commit: self.get(
+                def::COMMIT,
+                |s| s.parse(),
+                None,
+                Some((pn, p.commit)),
+                CommitPolicy::PerEvent,
+            )?,
             txn_work: self.get(def::TXN_WORK, parse_duration, None, None, Duration::ZERO)?,
             preset,
         })
@@ -613,17 +647,61 @@ impl Knobs {
     /// Each knob as (key, value text, source), in the order logs print them.
     pub fn describe(&self) -> Vec<(&'static str, String, Source)> {
         vec![
-            ("preset", self.preset.value.name.to_string(), self.preset.source.clone()),
-            ("journal_mode", self.journal_mode.value.to_string(), self.journal_mode.source.clone()),
-            ("busy_timeout", fmt_duration(self.busy_timeout.value), self.busy_timeout.source.clone()),
-            ("synchronous", self.synchronous.value.to_string(), self.synchronous.source.clone()),
-            ("txn_mode", self.txn_mode.value.to_string(), self.txn_mode.source.clone()),
-            ("atomic_requests", self.atomic_requests.value.to_string(), self.atomic_requests.source.clone()),
-            ("retry", self.retry.value.to_string(), self.retry.source.clone()),
-            ("retry_deadline", fmt_duration(self.retry_deadline.value), self.retry_deadline.source.clone()),
-            ("claim", self.claim.value.to_string(), self.claim.source.clone()),
-            ("commit", self.commit.value.to_string(), self.commit.source.clone()),
-            ("txn_work", fmt_duration(self.txn_work.value), self.txn_work.source.clone()),
+            (
+                "preset",
+                self.preset.value.name.to_string(),
+                self.preset.source.clone(),
+            ),
+            (
+                "journal_mode",
+                self.journal_mode.value.to_string(),
+                self.journal_mode.source.clone(),
+            ),
+            (
+                "busy_timeout",
+                fmt_duration(self.busy_timeout.value),
+                self.busy_timeout.source.clone(),
+            ),
+            (
+                "synchronous",
+                self.synchronous.value.to_string(),
+                self.synchronous.source.clone(),
+            ),
+            (
+                "txn_mode",
+                self.txn_mode.value.to_string(),
+                self.txn_mode.source.clone(),
+            ),
+            (
+                "atomic_requests",
+                self.atomic_requests.value.to_string(),
+                self.atomic_requests.source.clone(),
+            ),
+            (
+                "retry",
+                self.retry.value.to_string(),
+                self.retry.source.clone(),
+            ),
+            (
+                "retry_deadline",
+                fmt_duration(self.retry_deadline.value),
+                self.retry_deadline.source.clone(),
+            ),
+            (
+                "claim",
+                self.claim.value.to_string(),
+                self.claim.source.clone(),
+            ),
+            (
+                "commit",
+                self.commit.value.to_string(),
+                self.commit.source.clone(),
+            ),
+            (
+                "txn_work",
+                fmt_duration(self.txn_work.value),
+                self.txn_work.source.clone(),
+            ),
         ]
     }
 
@@ -680,8 +758,14 @@ pub fn parse_environments(s: &str) -> Result<Vec<(String, u32)>, String> {
             .split_once(':')
             .ok_or_else(|| format!("{part:?} is not kind:count (e.g. qemux86:3)"))?;
         let kind = kind.trim();
-        if kind.is_empty() || !kind.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(format!("bad environment kind {kind:?}: use letters, digits, - _ ."));
+        if kind.is_empty()
+            || !kind
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "bad environment kind {kind:?}: use letters, digits, - _ ."
+            ));
         }
         let count: u32 = count
             .trim()
@@ -709,8 +793,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name: &str| map.get(name).cloned()
     }
 
@@ -733,7 +819,11 @@ mod tests {
         assert_eq!(k.busy_timeout.source, Source::Alias("TIMEOUT"));
 
         // LAB_* beats alias
-        let env = env_of(&[("LAB_PRESET", "django-all"), ("TIMEOUT", "7"), ("LAB_BUSY_TIMEOUT", "250ms")]);
+        let env = env_of(&[
+            ("LAB_PRESET", "django-all"),
+            ("TIMEOUT", "7"),
+            ("LAB_BUSY_TIMEOUT", "250ms"),
+        ]);
         let k = Resolver::new(&flags, &env).knobs().expect("knobs");
         assert_eq!(k.busy_timeout.value, Duration::from_millis(250));
         assert_eq!(k.busy_timeout.source, Source::Env("LAB_BUSY_TIMEOUT"));
@@ -751,7 +841,9 @@ mod tests {
         assert_eq!(k.preset.source, Source::Default);
         let mut pflags = Flags::new();
         pflags.insert("preset", "robust".to_string());
-        let k = Resolver::new(&pflags, &env_of(&[("LAB_PRESET", "django-all")])).knobs().expect("knobs");
+        let k = Resolver::new(&pflags, &env_of(&[("LAB_PRESET", "django-all")]))
+            .knobs()
+            .expect("knobs");
         assert_eq!(k.preset.value.name, "robust");
         assert_eq!(k.commit.value, CommitPolicy::Batch(500));
     }
@@ -759,7 +851,11 @@ mod tests {
     #[test]
     fn demo_aliases_parse_like_django() {
         let flags = Flags::new();
-        let env = env_of(&[("WAL", "True"), ("TIMEOUT", "10"), ("ATOMIC_REQUESTS", "yes")]);
+        let env = env_of(&[
+            ("WAL", "True"),
+            ("TIMEOUT", "10"),
+            ("ATOMIC_REQUESTS", "yes"),
+        ]);
         let k = Resolver::new(&flags, &env).knobs().expect("knobs");
         assert_eq!(k.journal_mode.value, JournalMode::Wal);
         assert_eq!(k.journal_mode.source, Source::Alias("WAL"));
@@ -779,7 +875,12 @@ mod tests {
     #[test]
     fn empty_variables_count_as_unset() {
         let flags = Flags::new();
-        let env = env_of(&[("TIMEOUT", ""), ("LAB_BUSY_TIMEOUT", "  "), ("WAL", ""), ("LAB_PRESET", "")]);
+        let env = env_of(&[
+            ("TIMEOUT", ""),
+            ("LAB_BUSY_TIMEOUT", "  "),
+            ("WAL", ""),
+            ("LAB_PRESET", ""),
+        ]);
         let k = Resolver::new(&flags, &env).knobs().expect("knobs");
         assert_eq!(k.busy_timeout.value, Duration::from_secs(5));
         assert_eq!(k.busy_timeout.source, Source::Preset("django-default"));
@@ -791,7 +892,9 @@ mod tests {
     fn bad_values_name_their_source() {
         let flags = Flags::new();
         let env = env_of(&[("TIMEOUT", "soon")]);
-        let err = Resolver::new(&flags, &env).knobs().expect_err("bad timeout");
+        let err = Resolver::new(&flags, &env)
+            .knobs()
+            .expect_err("bad timeout");
         assert_eq!(err.source_name, "TIMEOUT");
         assert!(err.message.contains("not a duration"), "{}", err.message);
         let env = env_of(&[("LAB_PRESET", "nope")]);
@@ -814,11 +917,18 @@ mod tests {
         for f in ["false", "False", "0", "no"] {
             assert_eq!(parse_bool(f), Ok(false));
         }
-        assert_eq!("batch:500".parse::<CommitPolicy>(), Ok(CommitPolicy::Batch(500)));
+        assert_eq!(
+            "batch:500".parse::<CommitPolicy>(),
+            Ok(CommitPolicy::Batch(500))
+        );
         assert!("batch:0".parse::<CommitPolicy>().is_err());
         assert_eq!(
             parse_environments(DEFAULT_ENVIRONMENTS).expect("envs"),
-            vec![("qemux86".to_string(), 3), ("qemuarm".to_string(), 2), ("qemux86-64".to_string(), 2)]
+            vec![
+                ("qemux86".to_string(), 3),
+                ("qemuarm".to_string(), 2),
+                ("qemux86-64".to_string(), 2)
+            ]
         );
         assert!(parse_environments("qemux86").is_err());
         assert!(parse_environments("").is_err());

@@ -69,7 +69,7 @@ impl OpCounters {
 #[derive(Debug)]
 pub struct Stats {
     name: String,
-    started: Mutex<Instant>,
+    started: Mutex<(Instant, Duration)>,
     ops: Mutex<BTreeMap<&'static str, OpCounters>>,
     lock_wait_us: AtomicU64,
 }
@@ -87,7 +87,7 @@ impl Stats {
     pub fn new(name: impl Into<String>) -> Stats {
         Stats {
             name: name.into(),
-            started: Mutex::new(Instant::now()),
+            started: Mutex::new((Instant::now(), crate::db::process_lock_wait())),
             ops: Mutex::new(BTreeMap::new()),
             lock_wait_us: AtomicU64::new(0),
         }
@@ -105,11 +105,23 @@ impl Stats {
     /// Restarts the clock that `duration_s`, `rows_per_s` and `lock_wait_share`
     /// are measured against (at the start of the load phase).
     pub fn restart_clock(&self) {
-        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *self.started.lock().unwrap_or_else(|p| p.into_inner()) =
+            (Instant::now(), crate::db::process_lock_wait());
     }
 
     pub fn elapsed(&self) -> Duration {
-        self.started.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .elapsed()
+    }
+
+    /// Wall time since the clock started during which at least one connection
+    /// of this process waited for the write lock.
+    fn lock_wait(&self) -> Duration {
+        let base = self.started.lock().unwrap_or_else(|p| p.into_inner()).1;
+        crate::db::process_lock_wait().saturating_sub(base)
     }
 
     pub fn op_started(&self, op: &'static str) {
@@ -140,7 +152,9 @@ impl Stats {
     }
 
     pub fn op_finished(&self, op: &'static str, outcome: Outcome, latency: Duration) {
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.with_op(op, |c| {
             match outcome {
                 Outcome::Ok => c.ok += 1,
@@ -161,7 +175,10 @@ impl Stats {
         let mut all = new_histogram();
         let mut report = ProcessReport {
             name: self.name.clone(),
-            failed: LockClass::ALL.iter().map(|c| (c.as_str().to_string(), 0)).collect(),
+            failed: LockClass::ALL
+                .iter()
+                .map(|c| (c.as_str().to_string(), 0))
+                .collect(),
             duration_s: elapsed,
             ..ProcessReport::default()
         };
@@ -197,8 +214,8 @@ impl Stats {
             );
         }
         report.rows_per_s = report.rows_committed as f64 / elapsed;
-        report.lock_wait_share =
-            (self.lock_wait_us.load(Ordering::Relaxed) as f64 / 1e6 / elapsed).min(1.0);
+        report.lock_wait_share = (self.lock_wait().as_secs_f64() / elapsed).min(1.0);
+        report.lock_wait_total_s = self.lock_wait_us.load(Ordering::Relaxed) as f64 / 1e6;
         report.latency_ms = Latency::of(&all);
         report
     }
@@ -208,7 +225,10 @@ impl Stats {
         let ops = self.ops.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let p = escape_label(&self.name);
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP locklab_ops_total Logical operations by final outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP locklab_ops_total Logical operations by final outcome."
+        );
         let _ = writeln!(out, "# TYPE locklab_ops_total counter");
         for (op, c) in &ops {
             for (outcome, n) in [("ok", c.ok), ("gave_up", c.gave_up), ("aborted", c.aborted)] {
@@ -218,7 +238,10 @@ impl Stats {
                 );
             }
         }
-        let _ = writeln!(out, "# HELP locklab_failed_attempts_total Failed attempts by lock class.");
+        let _ = writeln!(
+            out,
+            "# HELP locklab_failed_attempts_total Failed attempts by lock class."
+        );
         let _ = writeln!(out, "# TYPE locklab_failed_attempts_total counter");
         for (op, c) in &ops {
             for class in LockClass::ALL {
@@ -229,15 +252,28 @@ impl Stats {
                 );
             }
         }
-        let _ = writeln!(out, "# HELP locklab_retries_total Attempts retried after a failure.");
+        let _ = writeln!(
+            out,
+            "# HELP locklab_retries_total Attempts retried after a failure."
+        );
         let _ = writeln!(out, "# TYPE locklab_retries_total counter");
         for (op, c) in &ops {
-            let _ = writeln!(out, "locklab_retries_total{{process=\"{p}\",op=\"{op}\"}} {}", c.retried);
+            let _ = writeln!(
+                out,
+                "locklab_retries_total{{process=\"{p}\",op=\"{op}\"}} {}",
+                c.retried
+            );
         }
-        let _ = writeln!(out, "# HELP locklab_rows_committed_total Rows in committed transactions.");
+        let _ = writeln!(
+            out,
+            "# HELP locklab_rows_committed_total Rows in committed transactions."
+        );
         let _ = writeln!(out, "# TYPE locklab_rows_committed_total counter");
         let rows: u64 = ops.values().map(|c| c.rows_committed).sum();
-        let _ = writeln!(out, "locklab_rows_committed_total{{process=\"{p}\"}} {rows}");
+        let _ = writeln!(
+            out,
+            "locklab_rows_committed_total{{process=\"{p}\"}} {rows}"
+        );
         let _ = writeln!(
             out,
             "# HELP locklab_op_duration_seconds Operation latency, retries included."
@@ -247,7 +283,11 @@ impl Stats {
             let h = &c.latency_us;
             for le in BUCKETS_S {
                 let upper = (le * 1e6) as u64;
-                let n = if h.is_empty() { 0 } else { h.count_between(0, upper) };
+                let n = if h.is_empty() {
+                    0
+                } else {
+                    h.count_between(0, upper)
+                };
                 let _ = writeln!(
                     out,
                     "locklab_op_duration_seconds_bucket{{process=\"{p}\",op=\"{op}\",le=\"{le}\"}} {n}"
@@ -259,15 +299,24 @@ impl Stats {
                 h.len()
             );
             let sum_s = h.mean() * h.len() as f64 / 1e6;
-            let _ = writeln!(out, "locklab_op_duration_seconds_sum{{process=\"{p}\",op=\"{op}\"}} {sum_s}");
-            let _ = writeln!(out, "locklab_op_duration_seconds_count{{process=\"{p}\",op=\"{op}\"}} {}", h.len());
+            let _ = writeln!(
+                out,
+                "locklab_op_duration_seconds_sum{{process=\"{p}\",op=\"{op}\"}} {sum_s}"
+            );
+            let _ = writeln!(
+                out,
+                "locklab_op_duration_seconds_count{{process=\"{p}\",op=\"{op}\"}} {}",
+                h.len()
+            );
         }
         out
     }
 }
 
 fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Latency quantiles in milliseconds.
@@ -331,6 +380,9 @@ pub struct ProcessReport {
     /// Seconds the counters cover.
     #[serde(default)]
     pub duration_s: f64,
+    /// Sum of every connection's lock waits (threads waiting at once add up).
+    #[serde(default)]
+    pub lock_wait_total_s: f64,
 }
 
 impl ProcessReport {
@@ -395,13 +447,30 @@ mod tests {
         assert_eq!(r.failed.len(), LockClass::ALL.len());
         assert_eq!(r.failed_of(LockClass::BusyUpgrade), 1);
         assert_eq!(r.rows_committed, 50);
-        assert!(r.identity_violations().is_empty(), "{:?}", r.identity_violations());
+        assert!(
+            r.identity_violations().is_empty(),
+            "{:?}",
+            r.identity_violations()
+        );
         assert_eq!(r.by_op["claim"].aborted, 1);
-        assert!(r.latency_ms.max >= 11.9 && r.latency_ms.max <= 12.1, "{:?}", r.latency_ms);
+        assert!(
+            r.latency_ms.max >= 11.9 && r.latency_ms.max <= 12.1,
+            "{:?}",
+            r.latency_ms
+        );
         let json = serde_json::to_value(&r).expect("json");
         for key in [
-            "name", "ops", "ok", "retried", "gave_up", "failed", "rows_committed", "rows_per_s",
-            "lock_wait_share", "latency_ms", "by_op",
+            "name",
+            "ops",
+            "ok",
+            "retried",
+            "gave_up",
+            "failed",
+            "rows_committed",
+            "rows_per_s",
+            "lock_wait_share",
+            "latency_ms",
+            "by_op",
         ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
@@ -409,8 +478,12 @@ mod tests {
         assert!(text.contains(
             "locklab_failed_attempts_total{process=\"webui\",op=\"create_request\",class=\"busy_upgrade\"} 1"
         ));
-        assert!(text.contains("locklab_ops_total{process=\"webui\",op=\"create_request\",outcome=\"gave_up\"} 1"));
-        assert!(text.contains("locklab_op_duration_seconds_count{process=\"webui\",op=\"create_request\"} 2"));
+        assert!(text.contains(
+            "locklab_ops_total{process=\"webui\",op=\"create_request\",outcome=\"gave_up\"} 1"
+        ));
+        assert!(text.contains(
+            "locklab_op_duration_seconds_count{process=\"webui\",op=\"create_request\"} 2"
+        ));
         assert!(text.contains("locklab_rows_committed_total{process=\"webui\"} 50"));
     }
 }

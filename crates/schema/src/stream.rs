@@ -23,15 +23,56 @@ pub struct StreamEvent {
 }
 
 const RECIPES: &[&str] = &[
-    "busybox", "glibc", "linux-yocto", "openssl", "zlib", "bash", "coreutils", "util-linux", "systemd",
-    "dbus", "perl", "python3", "gcc-runtime", "binutils", "ncurses", "readline", "openssh", "curl",
-    "expat", "libffi", "sqlite3", "xz", "bzip2", "e2fsprogs", "kmod", "udev-extraconf", "shadow",
-    "base-files", "base-passwd", "initscripts", "sysvinit", "opkg-utils", "u-boot", "dropbear",
-    "iptables", "libxml2", "gettext", "attr", "acl", "libcap",
+    "busybox",
+    "glibc",
+    "linux-yocto",
+    "openssl",
+    "zlib",
+    "bash",
+    "coreutils",
+    "util-linux",
+    "systemd",
+    "dbus",
+    "perl",
+    "python3",
+    "gcc-runtime",
+    "binutils",
+    "ncurses",
+    "readline",
+    "openssh",
+    "curl",
+    "expat",
+    "libffi",
+    "sqlite3",
+    "xz",
+    "bzip2",
+    "e2fsprogs",
+    "kmod",
+    "udev-extraconf",
+    "shadow",
+    "base-files",
+    "base-passwd",
+    "initscripts",
+    "sysvinit",
+    "opkg-utils",
+    "u-boot",
+    "dropbear",
+    "iptables",
+    "libxml2",
+    "gettext",
+    "attr",
+    "acl",
+    "libcap",
 ];
 
 const TASKS: &[&str] = &[
-    "do_fetch", "do_unpack", "do_patch", "do_configure", "do_compile", "do_install", "do_package",
+    "do_fetch",
+    "do_unpack",
+    "do_patch",
+    "do_configure",
+    "do_compile",
+    "do_install",
+    "do_package",
 ];
 
 const LOG_LINES: &[&str] = &[
@@ -44,13 +85,25 @@ const LOG_LINES: &[&str] = &[
 ];
 
 const VARIABLES: &[&str] = &[
-    "MACHINE", "DISTRO", "TUNE_FEATURES", "TARGET_SYS", "SDKMACHINE", "IMAGE_FSTYPES", "BB_NUMBER_THREADS",
-    "PARALLEL_MAKE", "DL_DIR", "SSTATE_DIR", "TMPDIR", "PACKAGE_CLASSES",
+    "MACHINE",
+    "DISTRO",
+    "TUNE_FEATURES",
+    "TARGET_SYS",
+    "SDKMACHINE",
+    "IMAGE_FSTYPES",
+    "BB_NUMBER_THREADS",
+    "PARALLEL_MAKE",
+    "DL_DIR",
+    "SSTATE_DIR",
+    "TMPDIR",
+    "PACKAGE_CLASSES",
 ];
 
 /// Generates `count` events from `seed`.
 pub fn generate(seed: i64, count: u32) -> Vec<StreamEvent> {
-    Generator::new(seed).take(usize::try_from(count).unwrap_or(usize::MAX)).collect()
+    Generator::new(seed)
+        .take(usize::try_from(count).unwrap_or(usize::MAX))
+        .collect()
 }
 
 /// Yields a build's events in order, forever (callers take what they need).
@@ -88,7 +141,10 @@ impl Generator {
                 self.pending.push_back((
                     EventKind::Variable,
                     (*var).to_string(),
-                    format!(r#"{{"value":"{}-{value}","file":"conf/local.conf"}}"#, var.to_ascii_lowercase()),
+                    format!(
+                        r#"{{"value":"{}-{value}","file":"conf/local.conf"}}"#,
+                        var.to_ascii_lowercase()
+                    ),
                 ));
             }
             return;
@@ -96,7 +152,12 @@ impl Generator {
         let base = RECIPES[self.recipe % RECIPES.len()];
         let recipe = format!("{base}-{}", self.recipe / RECIPES.len());
         self.recipe += 1;
-        let pv = format!("{}.{}.{}", self.rng.random_range(1..10), self.rng.random_range(0..40), self.rng.random_range(0..20));
+        let pv = format!(
+            "{}.{}.{}",
+            self.rng.random_range(1..10),
+            self.rng.random_range(0..40),
+            self.rng.random_range(0..20)
+        );
         for task in TASKS {
             let name = format!("{recipe}:{task}");
             let pid: u32 = self.rng.random_range(1000..60_000);
@@ -112,8 +173,14 @@ impl Generator {
                 self.pending.push_back((
                     EventKind::Log,
                     name.clone(),
-                    format!(r#"{{"level":"{}","msg":"{line} {task}","elapsed_ms":{ms}}}"#,
-                        if line.starts_with("WARNING") { "warning" } else { "info" }),
+                    format!(
+                        r#"{{"level":"{}","msg":"{line} {task}","elapsed_ms":{ms}}}"#,
+                        if line.starts_with("WARNING") {
+                            "warning"
+                        } else {
+                            "info"
+                        }
+                    ),
                 ));
             }
             let secs: u32 = self.rng.random_range(1..600);
@@ -121,10 +188,15 @@ impl Generator {
             self.pending.push_back((
                 EventKind::TaskSucceeded,
                 name.clone(),
-                format!(r#"{{"recipe":"{recipe}","task":"{task}","seconds":{secs},"sstate":{sstate}}}"#),
+                format!(
+                    r#"{{"recipe":"{recipe}","task":"{task}","seconds":{secs},"sstate":{sstate}}}"#
+                ),
             ));
             if *task == "do_package" {
-                for suffix in ["", "-dev", "-dbg"].iter().take(self.rng.random_range(1..4)) {
+                for suffix in ["", "-dev", "-dbg"]
+                    .iter()
+                    .take(self.rng.random_range(1..4))
+                {
                     let size: u32 = self.rng.random_range(1_000..5_000_000);
                     self.pending.push_back((
                         EventKind::Package,
@@ -169,9 +241,15 @@ mod tests {
         assert!(a.iter().enumerate().all(|(i, e)| e.seq as usize == i));
         assert_ne!(a, generate(43, 2000));
         // the stream looks like a build: tasks start and end
-        let started = a.iter().filter(|e| e.kind == EventKind::TaskStarted).count();
+        let started = a
+            .iter()
+            .filter(|e| e.kind == EventKind::TaskStarted)
+            .count();
         let ended = a.iter().filter(|e| e.kind.ends_task()).count();
-        assert!(started > 100 && started.abs_diff(ended) <= 1, "{started} {ended}");
+        assert!(
+            started > 100 && started.abs_diff(ended) <= 1,
+            "{started} {ended}"
+        );
         assert!(a.iter().any(|e| e.kind == EventKind::Package));
         // a prefix is a prefix
         assert_eq!(generate(42, 50)[..], a[..50]);

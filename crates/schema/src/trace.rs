@@ -48,7 +48,14 @@ impl Trace {
         })
     }
 
-    pub fn record(&self, op: &str, kind: &str, times: &AttemptTimes, outcome: &str, class: Option<LockClass>) {
+    pub fn record(
+        &self,
+        op: &str,
+        kind: &str,
+        times: &AttemptTimes,
+        outcome: &str,
+        class: Option<LockClass>,
+    ) {
         let event = TraceEvent {
             process: self.process.clone(),
             op: op.to_string(),

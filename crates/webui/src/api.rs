@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use rand::Rng;
 use schema::error::OpError;
-use schema::models::{BuildRequest, Environment, NewRequest, Needs, Project};
+use schema::models::{BuildRequest, Environment, Needs, NewRequest, Project};
 use schema::types::{RequestId, RequestState};
 use serde::{Deserialize, Serialize};
 
@@ -91,14 +91,23 @@ fn request_id(req: &HttpRequest) -> String {
 
 /// Reads the body, refusing more than [`BODY_LIMIT`] bytes and anything but
 /// JSON, before any of it is parsed.
-async fn read_json_body(req: &HttpRequest, mut payload: web::Payload) -> Result<serde_json::Value, ApiError> {
+async fn read_json_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<serde_json::Value, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json"))
+    {
         return Err(ApiError::UnsupportedMediaType);
     }
     let declared = req
@@ -132,15 +141,18 @@ struct Create {
     priority: i32,
 }
 
-fn validate(body: &serde_json::Value, capacity: &BTreeMap<String, u32>) -> Result<Create, ApiError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ApiError::BadRequest {
-            message: "the body must be a JSON object".to_string(),
-            field: None,
-        })?;
+fn validate(
+    body: &serde_json::Value,
+    capacity: &BTreeMap<String, u32>,
+) -> Result<Create, ApiError> {
+    let obj = body.as_object().ok_or_else(|| ApiError::BadRequest {
+        message: "the body must be a JSON object".to_string(),
+        field: None,
+    })?;
     let project = match obj.get("project") {
-        None | Some(serde_json::Value::Null) => return Err(ApiError::invalid("project is required", "project")),
+        None | Some(serde_json::Value::Null) => {
+            return Err(ApiError::invalid("project is required", "project"))
+        }
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(_) => return Err(ApiError::bad("project must be a string", "project")),
     };
@@ -148,16 +160,24 @@ fn validate(body: &serde_json::Value, capacity: &BTreeMap<String, u32>) -> Resul
         return Err(ApiError::invalid("project must not be empty", "project"));
     }
     if project.chars().count() > 200 {
-        return Err(ApiError::invalid("project must be at most 200 characters", "project"));
+        return Err(ApiError::invalid(
+            "project must be at most 200 characters",
+            "project",
+        ));
     }
     let count = match obj.get("count") {
-        None | Some(serde_json::Value::Null) => return Err(ApiError::invalid("count is required", "count")),
+        None | Some(serde_json::Value::Null) => {
+            return Err(ApiError::invalid("count is required", "count"))
+        }
         Some(v) => v
             .as_i64()
             .ok_or_else(|| ApiError::bad("count must be an integer", "count"))?,
     };
     if !(1..=MAX_COUNT).contains(&count) {
-        return Err(ApiError::invalid(format!("count must be between 1 and {MAX_COUNT}"), "count"));
+        return Err(ApiError::invalid(
+            format!("count must be between 1 and {MAX_COUNT}"),
+            "count",
+        ));
     }
     let priority = match obj.get("priority") {
         None | Some(serde_json::Value::Null) => 0,
@@ -174,22 +194,38 @@ fn validate(body: &serde_json::Value, capacity: &BTreeMap<String, u32>) -> Resul
                 let n = n
                     .as_u64()
                     .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| ApiError::bad(format!("needs.{kind} must be a whole number"), "needs"))?;
+                    .ok_or_else(|| {
+                        ApiError::bad(format!("needs.{kind} must be a whole number"), "needs")
+                    })?;
                 if n == 0 {
-                    return Err(ApiError::invalid(format!("needs.{kind} must be at least 1"), "needs"));
+                    return Err(ApiError::invalid(
+                        format!("needs.{kind} must be at least 1"),
+                        "needs",
+                    ));
                 }
                 needs.insert(kind.clone(), n);
             }
             if needs.is_empty() {
-                return Err(ApiError::invalid("needs must name at least one environment kind", "needs"));
+                return Err(ApiError::invalid(
+                    "needs must name at least one environment kind",
+                    "needs",
+                ));
             }
             Needs(needs)
         }
-        Some(_) => return Err(ApiError::bad("needs must be an object of kind to count", "needs")),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "needs must be an object of kind to count",
+                "needs",
+            ))
+        }
     };
     if let Some(reason) = needs.unsatisfiable_by(capacity) {
         let known = capacity.keys().cloned().collect::<Vec<_>>().join(", ");
-        return Err(ApiError::invalid(format!("{reason} (registered: {known})"), "needs"));
+        return Err(ApiError::invalid(
+            format!("{reason} (registered: {known})"),
+            "needs",
+        ));
     }
     Ok(Create {
         project,
@@ -246,8 +282,9 @@ pub async fn create(
                     })
                 } else {
                     // Autocommit: every statement is its own transaction.
-                    let project_id =
-                        op.autocommit(conn, |tx| Ok(Project::get_or_create(tx.conn(), &create.project)?))?;
+                    let project_id = op.autocommit(conn, |tx| {
+                        Ok(Project::get_or_create(tx.conn(), &create.project)?)
+                    })?;
                     let queue_length = op.read(conn, BuildRequest::queue_length)?;
                     let mut ids = Vec::with_capacity(create.count as usize);
                     for _ in 0..create.count {
@@ -263,11 +300,13 @@ pub async fn create(
             .map_err(|e| op_failed("create_request", e))
     })
     .await?;
-    Ok(HttpResponse::Created().insert_header(("X-Request-Id", rid.clone())).json(Created {
-        request_id: rid,
-        ids,
-        queue_length,
-    }))
+    Ok(HttpResponse::Created()
+        .insert_header(("X-Request-Id", rid.clone()))
+        .json(Created {
+            request_id: rid,
+            ids,
+            queue_length,
+        }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,29 +332,41 @@ pub async fn list(app: web::Data<App>, q: web::Query<ListQuery>) -> Result<HttpR
         None => 100,
     };
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(format!("limit must be between 1 and {MAX_LIMIT}"), "limit"));
+        return Err(ApiError::invalid(
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+            "limit",
+        ));
     }
     let after = match q.after.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => Some(RequestId(
-            s.parse::<i64>()
-                .map_err(|_| ApiError::bad("after must be an integer id", "after"))?,
-        )),
+        Some(s) => {
+            Some(RequestId(s.parse::<i64>().map_err(|_| {
+                ApiError::bad("after must be an integer id", "after")
+            })?))
+        }
         None => None,
     };
     let rows = blocking(&app, move |app, conn| {
         app.daemon
             .lab
-            .op("list_requests", |op| op.read(conn, |c| BuildRequest::page(c, state, after, limit)))
+            .op("list_requests", |op| {
+                op.read(conn, |c| BuildRequest::page(c, state, after, limit))
+            })
             .map_err(|e| op_failed("list_requests", e))
     })
     .await?;
-    let next_after = if rows.len() as i64 == limit { rows.last().map(|r| r.id) } else { None };
+    let next_after = if rows.len() as i64 == limit {
+        rows.last().map(|r| r.id)
+    } else {
+        None
+    };
     let items: Vec<RequestJson> = rows.into_iter().map(RequestJson::from).collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_after": next_after })))
 }
 
 fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
-    raw.parse::<i64>().map(RequestId).map_err(|_| ApiError::NotFound)
+    raw.parse::<i64>()
+        .map(RequestId)
+        .map_err(|_| ApiError::NotFound)
 }
 
 /// `GET /api/build-requests/{id}`.
@@ -324,7 +375,9 @@ pub async fn get(app: web::Data<App>, path: web::Path<String>) -> Result<HttpRes
     let row = blocking(&app, move |app, conn| {
         app.daemon
             .lab
-            .op("get_request", |op| op.read(conn, |c| BuildRequest::get(c, id)))
+            .op("get_request", |op| {
+                op.read(conn, |c| BuildRequest::get(c, id))
+            })
             .map_err(|e| op_failed("get_request", e))
     })
     .await?;
@@ -336,7 +389,10 @@ pub async fn get(app: web::Data<App>, path: web::Path<String>) -> Result<HttpRes
 
 /// `POST /api/build-requests/{id}/cancel`: a queued request is deleted at once;
 /// an inprogress one goes to cancelling, and its ingester stops it.
-pub async fn cancel(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn cancel(
+    app: web::Data<App>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let result = blocking(&app, move |app, conn| {
         app.daemon
@@ -344,11 +400,23 @@ pub async fn cancel(app: web::Data<App>, path: web::Path<String>) -> Result<Http
             .op("cancel_request", |op| {
                 op.write(conn, |tx| {
                     let queued = tx.counted(|c| {
-                        BuildRequest::transition(c, id, RequestState::Queued, RequestState::Deleted, Some("cancelled"))
+                        BuildRequest::transition(
+                            c,
+                            id,
+                            RequestState::Queued,
+                            RequestState::Deleted,
+                            Some("cancelled"),
+                        )
                     })?;
                     if queued == 0 {
                         tx.counted(|c| {
-                            BuildRequest::transition(c, id, RequestState::InProgress, RequestState::Cancelling, None)
+                            BuildRequest::transition(
+                                c,
+                                id,
+                                RequestState::InProgress,
+                                RequestState::Cancelling,
+                                None,
+                            )
                         })?;
                     }
                     Ok(BuildRequest::get(tx.conn(), id)?)
@@ -362,7 +430,10 @@ pub async fn cancel(app: web::Data<App>, path: web::Path<String>) -> Result<Http
         Some(r) if matches!(r.state, RequestState::Deleted | RequestState::Cancelling) => {
             Ok(HttpResponse::Ok().json(RequestJson::from(r)))
         }
-        Some(r) => Err(ApiError::Conflict(format!("request {} is {}; nothing to cancel", r.id, r.state))),
+        Some(r) => Err(ApiError::Conflict(format!(
+            "request {} is {}; nothing to cancel",
+            r.id, r.state
+        ))),
     }
 }
 
@@ -399,17 +470,36 @@ mod tests {
         let ok = validate(&serde_json::json!({"project": "p", "count": 5}), &cap()).expect("valid");
         assert_eq!(ok.needs, Needs::default());
         let status = |v: serde_json::Value| {
-            actix_web::ResponseError::status_code(&validate(&v, &cap()).expect_err("invalid")).as_u16()
+            actix_web::ResponseError::status_code(&validate(&v, &cap()).expect_err("invalid"))
+                .as_u16()
         };
         assert_eq!(status(serde_json::json!({"project": "p", "count": 0})), 422);
-        assert_eq!(status(serde_json::json!({"project": "p", "count": 1001})), 422);
+        assert_eq!(
+            status(serde_json::json!({"project": "p", "count": 1001})),
+            422
+        );
         assert_eq!(status(serde_json::json!({"project": "", "count": 1})), 422);
         assert_eq!(status(serde_json::json!({"project": 7, "count": 1})), 400);
-        assert_eq!(status(serde_json::json!({"project": "p", "count": "1"})), 400);
-        assert_eq!(status(serde_json::json!({"project": "p", "count": 1, "needs": {}})), 422);
-        assert_eq!(status(serde_json::json!({"project": "p", "count": 1, "needs": {"riscv": 1}})), 422);
-        assert_eq!(status(serde_json::json!({"project": "p", "count": 1, "needs": {"qemux86": 4}})), 422);
-        assert_eq!(status(serde_json::json!({"project": "p", "count": 1, "needs": {"qemux86": "2"}})), 400);
+        assert_eq!(
+            status(serde_json::json!({"project": "p", "count": "1"})),
+            400
+        );
+        assert_eq!(
+            status(serde_json::json!({"project": "p", "count": 1, "needs": {}})),
+            422
+        );
+        assert_eq!(
+            status(serde_json::json!({"project": "p", "count": 1, "needs": {"riscv": 1}})),
+            422
+        );
+        assert_eq!(
+            status(serde_json::json!({"project": "p", "count": 1, "needs": {"qemux86": 4}})),
+            422
+        );
+        assert_eq!(
+            status(serde_json::json!({"project": "p", "count": 1, "needs": {"qemux86": "2"}})),
+            400
+        );
         assert_eq!(status(serde_json::json!([1, 2])), 400);
     }
 }

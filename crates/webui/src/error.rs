@@ -9,13 +9,19 @@ use schema::error::{DbError, LockClass};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    BadRequest { message: String, field: Option<&'static str> },
+    BadRequest {
+        message: String,
+        field: Option<&'static str>,
+    },
     #[error("the body is over {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("send the body as application/json")]
     UnsupportedMediaType,
     #[error("{message}")]
-    Unprocessable { message: String, field: Option<&'static str> },
+    Unprocessable {
+        message: String,
+        field: Option<&'static str>,
+    },
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -64,7 +70,8 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status_code());
         let body = match self {
-            ApiError::BadRequest { message, field } | ApiError::Unprocessable { message, field } => {
+            ApiError::BadRequest { message, field }
+            | ApiError::Unprocessable { message, field } => {
                 let mut v = serde_json::json!({ "error": message });
                 if let Some(field) = field {
                     v["field"] = serde_json::Value::from(*field);
@@ -74,7 +81,9 @@ impl ResponseError for ApiError {
             ApiError::Locked { op, error } => {
                 builder.insert_header(("Retry-After", "1"));
                 let message = match error.class {
-                    LockClass::BusyUpgrade | LockClass::BusySnapshot | LockClass::BusyTimeout => "database is locked",
+                    LockClass::BusyUpgrade | LockClass::BusySnapshot | LockClass::BusyTimeout => {
+                        "database is locked"
+                    }
                     LockClass::Locked => "database table is locked",
                     _ => "database error",
                 };

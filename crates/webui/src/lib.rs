@@ -62,10 +62,9 @@ pub fn routes(app: web::Data<App>) -> impl Fn(&mut web::ServiceConfig) + Clone +
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(app.clone())
             .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
-            .app_data(
-                web::QueryConfig::default()
-                    .error_handler(|e, _| ApiError::bad(format!("bad query string: {e}"), "query").into()),
-            )
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                ApiError::bad(format!("bad query string: {e}"), "query").into()
+            }))
             .service(
                 web::resource("/api/build-requests")
                     .route(web::get().to(api::list))
@@ -99,7 +98,8 @@ pub fn routes(app: web::Data<App>) -> impl Fn(&mut web::ServiceConfig) + Clone +
 /// Runs webui until SIGTERM/SIGINT.
 pub async fn run(d: daemon::Daemon) -> anyhow::Result<()> {
     let mut conn = d.pool.get().context("opening a connection")?;
-    let capacity = Environment::capacity(conn.diesel()).context("reading the registered environments")?;
+    let capacity =
+        Environment::capacity(conn.diesel()).context("reading the registered environments")?;
     drop(conn);
     if capacity.is_empty() {
         log::warn!(

@@ -9,8 +9,8 @@ async fn main() -> ExitCode {
         e.exit();
     }
     daemon::init_logging();
-    let started =
-        daemon::settings_from(&matches, &[], webui::DEFAULTS).and_then(|s| daemon::Daemon::start(s, webui::POOL_SIZE));
+    let started = daemon::settings_from(&matches, &[], webui::DEFAULTS)
+        .and_then(|s| daemon::Daemon::start(s, webui::POOL_SIZE));
     let d = match started {
         Ok(d) => d,
         Err(e) => {

@@ -96,5 +96,7 @@ pub async fn index(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
     let html = page
         .render()
         .map_err(|e| ApiError::Internal(format!("rendering the page: {e}")))?;
-    Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(html))
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(html))
 }

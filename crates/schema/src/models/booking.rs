@@ -49,12 +49,17 @@ impl Booking {
                 )
             })
             .collect();
-        diesel::insert_into(booking::table).values(&rows).execute(conn)
+        diesel::insert_into(booking::table)
+            .values(&rows)
+            .execute(conn)
     }
 
     /// Closes the open bookings of the given requests. Call it after a write of
     /// the same transaction, so `released_at` is taken while the lock is held.
-    pub fn release_for_requests(conn: &mut SqliteConnection, requests: &[RequestId]) -> QueryResult<usize> {
+    pub fn release_for_requests(
+        conn: &mut SqliteConnection,
+        requests: &[RequestId],
+    ) -> QueryResult<usize> {
         diesel::update(
             booking::table
                 .filter(booking::request_id.eq_any(requests))
@@ -77,7 +82,10 @@ impl Booking {
         let all = Booking::all(conn)?;
         let mut out = Vec::new();
         for (i, a) in all.iter().enumerate() {
-            for b in all[i + 1..].iter().take_while(|b| b.environment_id == a.environment_id) {
+            for b in all[i + 1..]
+                .iter()
+                .take_while(|b| b.environment_id == a.environment_id)
+            {
                 let a_end = a.released_at.unwrap_or(i64::MAX);
                 let b_end = b.released_at.unwrap_or(i64::MAX);
                 if a.booked_at < b_end && b.booked_at < a_end {

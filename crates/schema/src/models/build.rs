@@ -55,7 +55,9 @@ impl Build {
         build::table
             .inner_join(build_request::table)
             .filter(build::completed_at.is_null())
-            .filter(build_request::state.eq_any([RequestState::InProgress, RequestState::Cancelling]))
+            .filter(
+                build_request::state.eq_any([RequestState::InProgress, RequestState::Cancelling]),
+            )
             .filter(
                 build::owner
                     .is_null()
@@ -70,7 +72,12 @@ impl Build {
 
     /// Takes a build if it still has no live owner: a conditional UPDATE, so two
     /// ingesters that saw the same candidate cannot both get it.
-    pub fn take(conn: &mut SqliteConnection, id: BuildId, owner: &str, lease_until: i64) -> QueryResult<Option<Build>> {
+    pub fn take(
+        conn: &mut SqliteConnection,
+        id: BuildId,
+        owner: &str,
+        lease_until: i64,
+    ) -> QueryResult<Option<Build>> {
         let now = now_micros();
         let taken = diesel::update(
             build::table
@@ -83,7 +90,10 @@ impl Build {
                         .or(build::owner.eq(owner)),
                 ),
         )
-        .set((build::owner.eq(Some(owner)), build::lease_until.eq(Some(lease_until))))
+        .set((
+            build::owner.eq(Some(owner)),
+            build::lease_until.eq(Some(lease_until)),
+        ))
         .execute(conn)?;
         if taken == 0 {
             return Ok(None);
@@ -93,7 +103,11 @@ impl Build {
 
     /// Sets `events_expected` the first time a build is taken; a resumed build
     /// keeps the count it started with.
-    pub fn set_events_expected(conn: &mut SqliteConnection, id: BuildId, expected: i32) -> QueryResult<usize> {
+    pub fn set_events_expected(
+        conn: &mut SqliteConnection,
+        id: BuildId,
+        expected: i32,
+    ) -> QueryResult<usize> {
         diesel::update(
             build::table
                 .filter(build::id.eq(id))
@@ -104,7 +118,12 @@ impl Build {
     }
 
     /// Renews the lease while `owner` still owns the build; 0 means it lost it.
-    pub fn renew(conn: &mut SqliteConnection, id: BuildId, owner: &str, lease_until: i64) -> QueryResult<usize> {
+    pub fn renew(
+        conn: &mut SqliteConnection,
+        id: BuildId,
+        owner: &str,
+        lease_until: i64,
+    ) -> QueryResult<usize> {
         diesel::update(
             build::table
                 .filter(build::id.eq(id))
@@ -116,7 +135,12 @@ impl Build {
     }
 
     /// Adds to the ingester's counters.
-    pub fn add_progress(conn: &mut SqliteConnection, id: BuildId, ingested: i32, given_up: i32) -> QueryResult<usize> {
+    pub fn add_progress(
+        conn: &mut SqliteConnection,
+        id: BuildId,
+        ingested: i32,
+        given_up: i32,
+    ) -> QueryResult<usize> {
         diesel::update(build::table.filter(build::id.eq(id)))
             .set((
                 build::events_ingested.eq(build::events_ingested + ingested),
@@ -126,7 +150,12 @@ impl Build {
     }
 
     /// Finishes a build owned by `owner`; 0 if it no longer owns it.
-    pub fn finish(conn: &mut SqliteConnection, id: BuildId, owner: &str, outcome: Outcome) -> QueryResult<usize> {
+    pub fn finish(
+        conn: &mut SqliteConnection,
+        id: BuildId,
+        owner: &str,
+        outcome: Outcome,
+    ) -> QueryResult<usize> {
         diesel::update(
             build::table
                 .filter(build::id.eq(id))
@@ -168,7 +197,11 @@ impl Build {
     }
 
     pub fn get(conn: &mut SqliteConnection, id: BuildId) -> QueryResult<Option<Build>> {
-        build::table.find(id).select(Build::as_select()).first(conn).optional()
+        build::table
+            .find(id)
+            .select(Build::as_select())
+            .first(conn)
+            .optional()
     }
 
     pub fn for_request(conn: &mut SqliteConnection, request: RequestId) -> QueryResult<Vec<Build>> {
@@ -180,7 +213,10 @@ impl Build {
     }
 
     pub fn all(conn: &mut SqliteConnection) -> QueryResult<Vec<Build>> {
-        build::table.select(Build::as_select()).order(build::id).load(conn)
+        build::table
+            .select(Build::as_select())
+            .order(build::id)
+            .load(conn)
     }
 
     /// Builds still running (not completed).
@@ -193,7 +229,9 @@ impl Build {
     }
 
     /// Requests with more than one build, and their build ids.
-    pub fn double_claims(conn: &mut SqliteConnection) -> QueryResult<Vec<(RequestId, Vec<BuildId>)>> {
+    pub fn double_claims(
+        conn: &mut SqliteConnection,
+    ) -> QueryResult<Vec<(RequestId, Vec<BuildId>)>> {
         let rows: Vec<(RequestId, BuildId)> = build::table
             .select((build::request_id, build::id))
             .order((build::request_id, build::id))

@@ -28,7 +28,11 @@ const ROWS_PER_INSERT: usize = 1000;
 impl BuildEvent {
     /// Inserts events of one build. Several statements for a large batch, all in
     /// the caller's transaction (or each autocommitting, if there is none).
-    pub fn insert(conn: &mut SqliteConnection, build: BuildId, events: &[StreamEvent]) -> QueryResult<usize> {
+    pub fn insert(
+        conn: &mut SqliteConnection,
+        build: BuildId,
+        events: &[StreamEvent],
+    ) -> QueryResult<usize> {
         let now = now_micros();
         let mut n = 0;
         for chunk in events.chunks(ROWS_PER_INSERT) {
@@ -45,7 +49,9 @@ impl BuildEvent {
                     )
                 })
                 .collect();
-            n += diesel::insert_into(build_event::table).values(&rows).execute(conn)?;
+            n += diesel::insert_into(build_event::table)
+                .values(&rows)
+                .execute(conn)?;
         }
         Ok(n)
     }

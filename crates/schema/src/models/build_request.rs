@@ -28,7 +28,9 @@ impl Needs {
     }
 
     pub fn from_json(text: &str) -> Needs {
-        serde_json::from_str(text).map(Needs).unwrap_or_else(|_| Needs(BTreeMap::new()))
+        serde_json::from_str(text)
+            .map(Needs)
+            .unwrap_or_else(|_| Needs(BTreeMap::new()))
     }
 
     pub fn total(&self) -> u32 {
@@ -130,7 +132,9 @@ impl BuildRequest {
         after: Option<RequestId>,
         limit: i64,
     ) -> QueryResult<Vec<BuildRequest>> {
-        let mut q = build_request::table.select(BuildRequest::as_select()).into_boxed();
+        let mut q = build_request::table
+            .select(BuildRequest::as_select())
+            .into_boxed();
         if let Some(state) = state {
             q = q.filter(build_request::state.eq(state));
         }
@@ -141,7 +145,10 @@ impl BuildRequest {
     }
 
     /// The newest requests with their project names, for the HTML page.
-    pub fn recent(conn: &mut SqliteConnection, limit: i64) -> QueryResult<Vec<(BuildRequest, String)>> {
+    pub fn recent(
+        conn: &mut SqliteConnection,
+        limit: i64,
+    ) -> QueryResult<Vec<(BuildRequest, String)>> {
         build_request::table
             .inner_join(project::table)
             .select((BuildRequest::as_select(), project::name))
@@ -164,7 +171,10 @@ impl BuildRequest {
     }
 
     /// Queued requests in queue order: priority DESC, then created_at, then id.
-    pub fn queued_in_order(conn: &mut SqliteConnection, limit: i64) -> QueryResult<Vec<QueuedRequest>> {
+    pub fn queued_in_order(
+        conn: &mut SqliteConnection,
+        limit: i64,
+    ) -> QueryResult<Vec<QueuedRequest>> {
         let rows: Vec<(RequestId, String)> = build_request::table
             .filter(build_request::state.eq(RequestState::Queued))
             .order((
@@ -186,9 +196,16 @@ impl BuildRequest {
 
     /// Sets the state whatever it was (Toaster's save of a request it read in an
     /// earlier transaction).
-    pub fn set_state(conn: &mut SqliteConnection, id: RequestId, state: RequestState) -> QueryResult<usize> {
+    pub fn set_state(
+        conn: &mut SqliteConnection,
+        id: RequestId,
+        state: RequestState,
+    ) -> QueryResult<usize> {
         diesel::update(build_request::table.find(id))
-            .set((build_request::state.eq(state), build_request::updated_at.eq(now_micros())))
+            .set((
+                build_request::state.eq(state),
+                build_request::updated_at.eq(now_micros()),
+            ))
             .execute(conn)
     }
 
@@ -215,7 +232,9 @@ impl BuildRequest {
     }
 
     /// Ids of rows created by one HTTP request (`check`).
-    pub fn ids_by_client_request(conn: &mut SqliteConnection) -> QueryResult<Vec<(Option<String>, RequestId)>> {
+    pub fn ids_by_client_request(
+        conn: &mut SqliteConnection,
+    ) -> QueryResult<Vec<(Option<String>, RequestId)>> {
         build_request::table
             .select((build_request::client_request_id, build_request::id))
             .order(build_request::id)
@@ -223,7 +242,10 @@ impl BuildRequest {
     }
 
     /// Requests in a state, with ids (`check`).
-    pub fn ids_in_state(conn: &mut SqliteConnection, state: RequestState) -> QueryResult<Vec<RequestId>> {
+    pub fn ids_in_state(
+        conn: &mut SqliteConnection,
+        state: RequestState,
+    ) -> QueryResult<Vec<RequestId>> {
         build_request::table
             .filter(build_request::state.eq(state))
             .select(build_request::id)

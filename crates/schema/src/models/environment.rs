@@ -35,11 +35,16 @@ impl Environment {
     /// Registers `kind:count` environments as `kind-1 .. kind-count`. Names that
     /// exist are left as they are, so a second run changes nothing. Returns (rows
     /// added, environments in the table).
-    pub fn register(conn: &mut SqliteConnection, kinds: &[(String, u32)]) -> QueryResult<(usize, usize)> {
+    pub fn register(
+        conn: &mut SqliteConnection,
+        kinds: &[(String, u32)],
+    ) -> QueryResult<(usize, usize)> {
         let now = now_micros();
         let names: Vec<(String, &str)> = kinds
             .iter()
-            .flat_map(|(kind, count)| (1..=*count).map(move |i| (format!("{kind}-{i}"), kind.as_str())))
+            .flat_map(|(kind, count)| {
+                (1..=*count).map(move |i| (format!("{kind}-{i}"), kind.as_str()))
+            })
             .collect();
         let rows: Vec<NewEnvironment<'_>> = names
             .iter()
@@ -69,7 +74,9 @@ impl Environment {
 
     /// How many environments of each kind exist: what any request could ever get.
     pub fn capacity(conn: &mut SqliteConnection) -> QueryResult<BTreeMap<String, u32>> {
-        let kinds: Vec<String> = build_environment::table.select(build_environment::kind).load(conn)?;
+        let kinds: Vec<String> = build_environment::table
+            .select(build_environment::kind)
+            .load(conn)?;
         let mut cap = BTreeMap::new();
         for k in kinds {
             *cap.entry(k).or_insert(0) += 1;
@@ -78,7 +85,10 @@ impl Environment {
     }
 
     /// Free environments of the given kinds, by id.
-    pub fn free_of_kinds(conn: &mut SqliteConnection, kinds: &[&str]) -> QueryResult<Vec<Environment>> {
+    pub fn free_of_kinds(
+        conn: &mut SqliteConnection,
+        kinds: &[&str],
+    ) -> QueryResult<Vec<Environment>> {
         build_environment::table
             .filter(build_environment::lock_state.eq(LockState::Free))
             .filter(build_environment::kind.eq_any(kinds))
@@ -156,15 +166,20 @@ impl Environment {
     }
 
     /// Frees the environments of the given requests. Returns the rows freed.
-    pub fn free_for_requests(conn: &mut SqliteConnection, requests: &[RequestId]) -> QueryResult<usize> {
-        diesel::update(build_environment::table.filter(build_environment::request_id.eq_any(requests)))
-            .set((
-                build_environment::lock_state.eq(LockState::Free),
-                build_environment::request_id.eq(None::<RequestId>),
-                build_environment::lease_until.eq(None::<i64>),
-                build_environment::updated_at.eq(now_micros()),
-            ))
-            .execute(conn)
+    pub fn free_for_requests(
+        conn: &mut SqliteConnection,
+        requests: &[RequestId],
+    ) -> QueryResult<usize> {
+        diesel::update(
+            build_environment::table.filter(build_environment::request_id.eq_any(requests)),
+        )
+        .set((
+            build_environment::lock_state.eq(LockState::Free),
+            build_environment::request_id.eq(None::<RequestId>),
+            build_environment::lease_until.eq(None::<i64>),
+            build_environment::updated_at.eq(now_micros()),
+        ))
+        .execute(conn)
     }
 
     /// Environments that are not free.

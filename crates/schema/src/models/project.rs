@@ -55,6 +55,10 @@ impl Project {
     }
 
     pub fn by_id(conn: &mut SqliteConnection, id: ProjectId) -> QueryResult<Option<Project>> {
-        project::table.find(id).select(Project::as_select()).first(conn).optional()
+        project::table
+            .find(id)
+            .select(Project::as_select())
+            .first(conn)
+            .optional()
     }
 }

@@ -13,7 +13,10 @@ use crate::{policy, serial, TestDb};
 /// Holds the write lock on `conn`: BEGIN IMMEDIATE and one insert.
 fn hold_write_lock(conn: &mut LabConn, name: &str) {
     conn.execute_raw("BEGIN IMMEDIATE").unwrap();
-    conn.execute_raw(&format!("INSERT INTO project (name, created_at) VALUES ('{name}', 0)")).unwrap();
+    conn.execute_raw(&format!(
+        "INSERT INTO project (name, created_at) VALUES ('{name}', 0)"
+    ))
+    .unwrap();
 }
 
 fn read_then_write(tx: &mut Tx<'_>, name: &str) -> Result<(), TxError> {
@@ -23,8 +26,13 @@ fn read_then_write(tx: &mut Tx<'_>, name: &str) -> Result<(), TxError> {
 }
 
 fn failure_class(conn: &mut LabConn, name: &str) -> (LockClass, u32, Duration) {
-    let err = conn.write_txn(&mut |tx| read_then_write(tx, name)).expect_err("the write must fail");
-    assert!(!conn.in_transaction(), "the entry point rolls back a failed attempt");
+    let err = conn
+        .write_txn(&mut |tx| read_then_write(tx, name))
+        .expect_err("the write must fail");
+    assert!(
+        !conn.in_transaction(),
+        "the entry point rolls back a failed attempt"
+    );
     match err.error {
         AttemptFailure::Db(e) => (e.class, e.busy_calls, e.waited),
         AttemptFailure::Aborted(r) => panic!("aborted: {r}"),
@@ -39,7 +47,10 @@ fn upgrade_refused(journal: JournalMode) {
     hold_write_lock(&mut holder, "holder");
     let (class, calls, waited) = failure_class(&mut reader, "reader");
     assert_eq!(class, LockClass::BusyUpgrade, "journal={journal}");
-    assert_eq!(calls, 0, "the busy handler never runs for an upgrade refusal");
+    assert_eq!(
+        calls, 0,
+        "the busy handler never runs for an upgrade refusal"
+    );
     assert!(waited < Duration::from_millis(200));
     holder.execute_raw("ROLLBACK").unwrap();
 }
@@ -63,7 +74,9 @@ fn stale_wal_snapshot_is_busy_snapshot() {
     let err = conn
         .write_txn(&mut |tx| {
             Project::count(tx.conn())?; // the snapshot starts here
-            other.execute_raw("INSERT INTO project (name, created_at) VALUES ('other', 0)").unwrap();
+            other
+                .execute_raw("INSERT INTO project (name, created_at) VALUES ('other', 0)")
+                .unwrap();
             Project::get_or_create(tx.conn(), "mine")?;
             Ok(())
         })
@@ -96,7 +109,11 @@ fn held_write_lock_past_the_timeout_is_busy_timeout() {
             AttemptFailure::Db(e) => {
                 assert_eq!(e.class, LockClass::BusyTimeout, "journal={journal}");
                 assert!(e.busy_calls > 0);
-                assert!(e.waited >= Duration::from_millis(200), "waited {:?}", e.waited);
+                assert!(
+                    e.waited >= Duration::from_millis(200),
+                    "waited {:?}",
+                    e.waited
+                );
             }
             AttemptFailure::Aborted(r) => panic!("aborted: {r}"),
         }
@@ -124,14 +141,21 @@ fn immediate_mode_waits_and_succeeds() {
         let (locked_tx, locked_rx) = mpsc::channel();
         let target = db.target.clone();
         let holder = std::thread::spawn(move || {
-            let mut holder = LabConn::open(&target, std::sync::Arc::new(crate::policy(200, TxnMode::Deferred, RetryPolicy::None)), false).unwrap();
+            let mut holder = LabConn::open(
+                &target,
+                std::sync::Arc::new(crate::policy(200, TxnMode::Deferred, RetryPolicy::None)),
+                false,
+            )
+            .unwrap();
             hold_write_lock(&mut holder, "holder");
             locked_tx.send(()).unwrap();
             std::thread::sleep(Duration::from_millis(300));
             holder.execute_raw("COMMIT").unwrap();
         });
         locked_rx.recv().unwrap();
-        conn.write_txn(&mut |tx| read_then_write(tx, "reader")).map_err(|e| e.error).unwrap();
+        conn.write_txn(&mut |tx| read_then_write(tx, "reader"))
+            .map_err(|e| e.error)
+            .unwrap();
         holder.join().unwrap();
         // Another writer cannot commit between our read and our write:
         // BEGIN IMMEDIATE made us the writer before the read, so it waits for
@@ -154,7 +178,11 @@ fn immediate_mode_waits_and_succeeds() {
         })
         .map_err(|e| e.error)
         .unwrap();
-        assert_eq!(other_class, Some(LockClass::BusyTimeout), "journal={journal}");
+        assert_eq!(
+            other_class,
+            Some(LockClass::BusyTimeout),
+            "journal={journal}"
+        );
     }
 }
 
@@ -164,7 +192,12 @@ fn immediate_mode_waits_and_succeeds() {
 fn pooled_connections_on_one_thread_keep_their_own_codes() {
     let _serial = serial();
     let db = TestDb::new(JournalMode::Wal);
-    let pool = schema::db::build_pool(&db.target, policy(200, TxnMode::Deferred, RetryPolicy::None), 2).unwrap();
+    let pool = schema::db::build_pool(
+        &db.target,
+        policy(200, TxnMode::Deferred, RetryPolicy::None),
+        2,
+    )
+    .unwrap();
     let mut a = pool.get().unwrap();
     let mut b = pool.get().unwrap();
 
@@ -180,7 +213,8 @@ fn pooled_connections_on_one_thread_keep_their_own_codes() {
     let err = b
         .write_txn(&mut |tx| {
             Project::count(tx.conn())?;
-            a.execute_raw("INSERT INTO project (name, created_at) VALUES ('a2', 0)").unwrap();
+            a.execute_raw("INSERT INTO project (name, created_at) VALUES ('a2', 0)")
+                .unwrap();
             Project::get_or_create(tx.conn(), "b2")?;
             Ok(())
         })
@@ -201,8 +235,11 @@ fn constraint_violation_is_classified() {
     let _serial = serial();
     let db = TestDb::new(JournalMode::Wal);
     let mut conn = db.conn(policy(200, TxnMode::Immediate, RetryPolicy::None));
-    conn.execute_raw("INSERT INTO project (name, created_at) VALUES ('dup', 0)").unwrap();
-    let err = conn.execute_raw("INSERT INTO project (name, created_at) VALUES ('dup', 0)").expect_err("unique");
+    conn.execute_raw("INSERT INTO project (name, created_at) VALUES ('dup', 0)")
+        .unwrap();
+    let err = conn
+        .execute_raw("INSERT INTO project (name, created_at) VALUES ('dup', 0)")
+        .expect_err("unique");
     assert_eq!(err.class, LockClass::Constraint);
     let err = conn.execute_raw("UPDATE build_request SET state = 'bogus'");
     assert!(err.is_ok(), "no rows, no violation");

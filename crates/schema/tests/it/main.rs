@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use schema::db::{DbTarget, LabConn, Policy};
-use schema::settings::{parse_environments, JournalMode, RetryPolicy, TxnMode, DEFAULT_ENVIRONMENTS};
+use schema::settings::{
+    parse_environments, JournalMode, RetryPolicy, TxnMode, DEFAULT_ENVIRONMENTS,
+};
 
 /// Contention tests run one at a time: two of them at once on two cores distort
 /// each other.
@@ -28,7 +30,12 @@ impl TestDb {
     pub fn new(journal: JournalMode) -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         let target = DbTarget::Sqlite(dir.path().join("lab.sqlite3"));
-        schema::migrate::migrate(&target, journal, &parse_environments(DEFAULT_ENVIRONMENTS).unwrap()).unwrap();
+        schema::migrate::migrate(
+            &target,
+            journal,
+            &parse_environments(DEFAULT_ENVIRONMENTS).unwrap(),
+        )
+        .unwrap();
         TestDb { dir, target }
     }
 

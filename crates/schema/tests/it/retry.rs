@@ -21,7 +21,9 @@ fn hold_for(db: &TestDb, hold: Duration) -> std::thread::JoinHandle<()> {
         )
         .unwrap();
         holder.execute_raw("BEGIN IMMEDIATE").unwrap();
-        holder.execute_raw("INSERT INTO project (name, created_at) VALUES ('holder', 0)").unwrap();
+        holder
+            .execute_raw("INSERT INTO project (name, created_at) VALUES ('holder', 0)")
+            .unwrap();
         tx.send(()).unwrap();
         std::thread::sleep(hold);
         holder.execute_raw("COMMIT").unwrap();
@@ -38,7 +40,9 @@ fn toaster_retry_rides_out_a_long_lock() {
     let lab = Lab::new("test");
     let holder = hold_for(&db, Duration::from_millis(1500));
     let result = lab.op("create_project", |op| {
-        op.autocommit(&mut conn, |tx| Ok(Project::get_or_create(tx.conn(), "patient")?))
+        op.autocommit(&mut conn, |tx| {
+            Ok(Project::get_or_create(tx.conn(), "patient")?)
+        })
     });
     holder.join().unwrap();
     assert!(result.is_ok(), "{result:?}");
@@ -46,7 +50,11 @@ fn toaster_retry_rides_out_a_long_lock() {
     assert!(r.retried >= 1, "retried {}", r.retried);
     assert_eq!(r.gave_up, 0);
     assert_eq!(r.failed_of(LockClass::BusyTimeout), r.retried);
-    assert!(r.identity_violations().is_empty(), "{:?}", r.identity_violations());
+    assert!(
+        r.identity_violations().is_empty(),
+        "{:?}",
+        r.identity_violations()
+    );
     assert!(r.lock_wait_share > 0.0);
 }
 
@@ -58,7 +66,9 @@ fn no_retry_gives_up_with_busy_timeout() {
     let lab = Lab::new("test");
     let holder = hold_for(&db, Duration::from_millis(1500));
     let result = lab.op("create_project", |op| {
-        op.autocommit(&mut conn, |tx| Ok(Project::get_or_create(tx.conn(), "impatient")?))
+        op.autocommit(&mut conn, |tx| {
+            Ok(Project::get_or_create(tx.conn(), "impatient")?)
+        })
     });
     holder.join().unwrap();
     match result {
@@ -80,10 +90,15 @@ fn backoff_gives_up_at_its_deadline() {
     let lab = Lab::new("test");
     let holder = hold_for(&db, Duration::from_millis(2000));
     let result = lab.op("create_project", |op| {
-        op.write(&mut conn, |tx| Ok(Project::get_or_create(tx.conn(), "bounded")?))
+        op.write(&mut conn, |tx| {
+            Ok(Project::get_or_create(tx.conn(), "bounded")?)
+        })
     });
     holder.join().unwrap();
-    assert!(matches!(result, Err(OpError::Db(ref e)) if e.class == LockClass::BusyTimeout), "{result:?}");
+    assert!(
+        matches!(result, Err(OpError::Db(ref e)) if e.class == LockClass::BusyTimeout),
+        "{result:?}"
+    );
     let r = lab.stats.snapshot();
     assert!(r.retried >= 1);
     assert_eq!(r.gave_up, 1);

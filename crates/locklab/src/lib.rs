@@ -1,0 +1,866 @@
+//! locklab's CLI. `main` parses and calls [`run`]; every subcommand lives here
+//! or in its module, so tests drive them in-process too.
+//!
+//! Crates chosen: clap (required); comfy-table for tables (unicode widths);
+//! indicatif for the live progress (it stays quiet when stderr is not a
+//! terminal, where plain lines are printed instead); svg for the timeline and
+//! the matrix chart; ureq for blocking HTTP (no async runtime in a CLI).
+
+pub mod check;
+pub mod http;
+pub mod loadgen;
+pub mod matrix;
+pub mod report;
+pub mod run;
+pub mod timeline;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand};
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::Table;
+use schema::db::DbTarget;
+use schema::settings::{
+    def, parse_duration, parse_environments, process_env, Def, Flags, Resolver, Source,
+    DEFAULT_ENVIRONMENTS, DURABILITY_NOTE, PRESETS,
+};
+use schema::stats::ProcessReport;
+
+/// locklab: reproduce, explain and cure `database is locked`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "locklab",
+    version,
+    about = "Reproduce, explain and cure SQLite's `database is locked` with Toaster's three processes",
+    long_about = "locklab runs three real processes on one SQLite file, shaped like Yocto Toaster: \
+webui (a Django-like API), runbuilds (the scheduler) and buildinfohelper (the build-event \
+ingester). It counts every lock failure per process, classified from SQLite's real error codes, \
+explains the mechanism and the remedy, and measures what each Django-style knob costs.\n\n\
+Quick start: `locklab run` (30 s with the django-default preset), then `locklab run --preset \
+robust`. Every setting can also come from the environment variable shown in each command's --help; \
+an empty variable counts as unset; precedence is flag > LAB_* > the demo's WAL/TIMEOUT/\
+ATOMIC_REQUESTS/CLIENTS/NUM/SLEEP/DURATION > preset > default."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade a database: tables, journal mode, environments.
+    Migrate(MigrateArgs),
+    /// Run the whole lab once: daemons, load, drain, check, table and verdict.
+    Run(RunArgs),
+    /// Run several presets under the same load and compare them.
+    Matrix(MatrixArgs),
+    /// Print the presets: their knobs and what to expect.
+    Presets,
+    /// Print a run's table again, or build it from running daemons.
+    Report(ReportArgs),
+    /// Check a database's invariants (lost, duplicated, double-claimed...).
+    Check(CheckArgs),
+    /// Draw the lock timeline (SVG) from a run's traces.
+    Timeline(TimelineArgs),
+    /// Send the HTTP load on its own (for compose and other servers).
+    Loadgen(LoadgenArgs),
+    /// Exit 0 if URL answers HTTP 200 (container healthchecks).
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// SQLite database file to create or upgrade.
+    #[arg(long, env = "DATABASE_URL", value_name = "PATH")]
+    pub database_url: Option<String>,
+    /// Preset whose journal mode to set (see `locklab presets`).
+    #[arg(long, env = "LAB_PRESET", value_name = "NAME")]
+    pub preset: Option<String>,
+    /// Journal mode: delete or wal (alias WAL=true/false). It belongs to the file.
+    #[arg(long, env = "LAB_JOURNAL_MODE", value_name = "MODE")]
+    pub journal_mode: Option<String>,
+    /// Environments to register, kind:count,... (existing names are kept).
+    #[arg(long, env = "LAB_ENVIRONMENTS", value_name = "LIST")]
+    pub environments: Option<String>,
+}
+
+/// The load and the run's shape, shared by `run` and `matrix`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Concurrent HTTP clients (alias CLIENTS).
+    #[arg(long, env = "LAB_CLIENTS", value_name = "N")]
+    pub clients: Option<String>,
+    /// Build requests created per HTTP request (alias NUM).
+    #[arg(long, env = "LAB_NUM", value_name = "N")]
+    pub num: Option<String>,
+    /// Pause between one client's requests (alias SLEEP).
+    #[arg(long, env = "LAB_SLEEP", value_name = "DURATION")]
+    pub sleep: Option<String>,
+    /// Length of the load phase (alias DURATION).
+    #[arg(long, env = "LAB_DURATION", value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Events in each build's stream.
+    #[arg(long, env = "LAB_EVENTS_PER_BUILD", value_name = "N")]
+    pub events_per_build: Option<String>,
+    /// Pause between events in the ingester.
+    #[arg(long, env = "LAB_EVENT_DELAY", value_name = "DURATION")]
+    pub event_delay: Option<String>,
+    /// Lease of builds and environments.
+    #[arg(long, env = "LAB_LEASE", value_name = "DURATION")]
+    pub lease: Option<String>,
+    /// runbuilds' poll interval.
+    #[arg(long, env = "LAB_POLL_INTERVAL", value_name = "DURATION")]
+    pub poll_interval: Option<String>,
+    /// Environments to register, kind:count,...
+    #[arg(long, env = "LAB_ENVIRONMENTS", value_name = "LIST")]
+    pub environments: Option<String>,
+    /// Scheduler instances (runbuilds, runbuilds-2, ...).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub runbuilds: u32,
+    /// Longest wait for builds to finish after the load.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub drain_timeout: String,
+    /// The loadgen's per-request timeout (default: busy timeout + retry deadline + 10s).
+    #[arg(long, env = "LAB_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Preset (see `locklab presets`); flags beside it override its knobs.
+    #[arg(long, env = "LAB_PRESET", value_name = "NAME")]
+    pub preset: Option<String>,
+    #[command(flatten)]
+    pub knobs: daemon::KnobArgs,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Folder for the database, logs, traces and reports (locklab's own files in
+    /// it are replaced).
+    #[arg(long, default_value = "locklab-run", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Use this database file instead of a fresh one in --out.
+    #[arg(long, value_name = "PATH")]
+    pub database_url: Option<PathBuf>,
+    /// Allow --database-url to name an existing locklab database.
+    #[arg(long)]
+    pub reuse: bool,
+    /// Exit 1 on any given-up operation or check violation (for CI).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MatrixArgs {
+    /// Presets to compare, comma-separated.
+    #[arg(
+        long,
+        default_value = "django-default,django-atomic,django-wal,immediate,robust",
+        value_name = "LIST"
+    )]
+    pub presets: String,
+    /// Runs per preset (min/median/max over them).
+    #[arg(long, default_value_t = 1, value_name = "R")]
+    pub repeat: u32,
+    #[command(flatten)]
+    pub knobs: daemon::KnobArgs,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Folder for matrix.md, matrix.json, matrix.svg and each run's folder.
+    #[arg(long, default_value = "locklab-matrix", value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run's out folder (or its report.json).
+    #[arg(value_name = "DIR", required_unless_present = "live")]
+    pub dir: Option<PathBuf>,
+    /// Build the table from running daemons' /api/stats instead.
+    #[arg(long, num_args = 1.., value_name = "URL", conflicts_with = "dir")]
+    pub live: Vec<String>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The database to check.
+    #[arg(long, env = "DATABASE_URL", value_name = "PATH")]
+    pub database_url: String,
+    /// The loadgen's JSONL log; without it the counts that need it are null.
+    #[arg(long, value_name = "FILE")]
+    pub loadgen_log: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TimelineArgs {
+    /// A run's out folder (its trace-*.jsonl files are read).
+    #[arg(value_name = "DIR", required_unless_present = "trace")]
+    pub dir: Option<PathBuf>,
+    /// Trace files to read instead.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub trace: Vec<PathBuf>,
+    /// Where to write the SVG (default DIR/timeline.svg).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadgenArgs {
+    /// webui's base URL.
+    #[arg(
+        long,
+        env = "LAB_TARGET",
+        default_value = "http://127.0.0.1:8000",
+        value_name = "URL"
+    )]
+    pub target: String,
+    /// Concurrent HTTP clients (alias CLIENTS).
+    #[arg(long, env = "LAB_CLIENTS", value_name = "N")]
+    pub clients: Option<String>,
+    /// Build requests per HTTP request (alias NUM).
+    #[arg(long, env = "LAB_NUM", value_name = "N")]
+    pub num: Option<String>,
+    /// Pause between one client's requests (alias SLEEP).
+    #[arg(long, env = "LAB_SLEEP", value_name = "DURATION")]
+    pub sleep: Option<String>,
+    /// How long to send (alias DURATION; default 60s).
+    #[arg(long, env = "LAB_DURATION", value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// A daemon's base URL for the closing table (repeatable; env: comma-separated).
+    #[arg(
+        long = "stats-url",
+        env = "LAB_STATS_URLS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub stats_urls: Vec<String>,
+    /// Write one JSON line per request here.
+    #[arg(long, env = "LAB_LOADGEN_LOG", value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Per-request timeout (default: busy timeout + retry deadline + 10s).
+    #[arg(long, env = "LAB_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+    /// Project name every request uses.
+    #[arg(long, default_value = "locklab-demo", value_name = "NAME")]
+    pub project: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// URL that must answer HTTP 200.
+    pub url: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "3s")]
+    pub timeout: String,
+}
+
+/// Values typed on the command line for the given ids (never clap's defaults or
+/// environment values: the resolver reads the environment itself, in order).
+fn flags_of(matches: &ArgMatches, ids: &[(&str, Def)]) -> Flags {
+    let mut flags = Flags::new();
+    for (id, d) in ids {
+        if matches.try_get_one::<String>(id).is_ok()
+            && matches.value_source(id) == Some(ValueSource::CommandLine)
+        {
+            if let Ok(Some(v)) = matches.try_get_one::<String>(id) {
+                flags.insert(d.key, v.clone());
+            }
+        }
+    }
+    flags
+}
+
+const LOAD_IDS: &[(&str, Def)] = &[
+    ("clients", def::CLIENTS),
+    ("num", def::NUM),
+    ("sleep", def::SLEEP),
+    ("duration", def::DURATION),
+    ("events_per_build", def::EVENTS_PER_BUILD),
+    ("event_delay", def::EVENT_DELAY),
+    ("lease", def::LEASE),
+    ("poll_interval", def::POLL_INTERVAL),
+    ("environments", def::ENVIRONMENTS),
+    ("request_timeout", def::REQUEST_TIMEOUT),
+    ("preset", def::PRESET),
+    ("journal_mode", def::JOURNAL_MODE),
+    ("database_url", def::DATABASE_URL),
+];
+
+fn count_parser(what: &'static str, max: u32) -> impl Fn(&str) -> Result<u32, String> {
+    move |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| format!("{s:?} is not a valid {what} (1..={max})"))
+    }
+}
+
+/// Resolves `run`'s options (and `matrix`'s, per preset).
+fn run_options(
+    matches: &ArgMatches,
+    load: &LoadArgs,
+    out: PathBuf,
+    preset_override: Option<&str>,
+    default_duration: Duration,
+) -> anyhow::Result<run::RunOptions> {
+    let mut flags = flags_of(matches, LOAD_IDS);
+    flags.extend(flags_of(matches, daemon::KNOB_IDS));
+    if let Some(p) = preset_override {
+        flags.insert(def::PRESET.key, p.to_string());
+    }
+    let r = Resolver::new(&flags, &process_env);
+    let knobs = r.knobs()?;
+    let clients = r
+        .get(
+            def::CLIENTS,
+            count_parser("client count", 256),
+            None,
+            None,
+            4,
+        )?
+        .value;
+    let num = r
+        .get(def::NUM, count_parser("NUM", 1000), None, None, 50)?
+        .value;
+    let sleep = r
+        .get(def::SLEEP, parse_duration, None, None, Duration::ZERO)?
+        .value;
+    let duration = r
+        .get(def::DURATION, parse_duration, None, None, default_duration)?
+        .value;
+    if duration.is_zero() {
+        bail!("the duration must be above 0");
+    }
+    let events_per_build = r
+        .get(
+            def::EVENTS_PER_BUILD,
+            count_parser("event count", 10_000_000),
+            None,
+            None,
+            15_000,
+        )?
+        .value;
+    let environments = r
+        .get(
+            def::ENVIRONMENTS,
+            parse_environments,
+            None,
+            None,
+            parse_environments(DEFAULT_ENVIRONMENTS).map_err(anyhow::Error::msg)?,
+        )?
+        .value;
+    let raw = |d: Def| -> anyhow::Result<Option<String>> {
+        match r.raw(d) {
+            Some(v) => {
+                parse_duration(&v.value).map_err(|m| anyhow::anyhow!("{}: {m}", v.source))?;
+                Ok(Some(v.value))
+            }
+            None => Ok(None),
+        }
+    };
+    let drain_timeout =
+        parse_duration(&load.drain_timeout).map_err(|m| anyhow::anyhow!("--drain-timeout: {m}"))?;
+    let default_timeout =
+        knobs.busy_timeout.value + knobs.retry_deadline.value + Duration::from_secs(10);
+    let request_timeout = r
+        .get(
+            def::REQUEST_TIMEOUT,
+            parse_duration,
+            None,
+            None,
+            default_timeout,
+        )?
+        .value;
+    if load.runbuilds == 0 || load.runbuilds > 16 {
+        bail!("--runbuilds must be between 1 and 16");
+    }
+    // Knob flags typed on the command line go to every daemon as flags.
+    let knob_flags = daemon::KNOB_IDS
+        .iter()
+        .filter_map(|(id, d)| {
+            (matches.value_source(id) == Some(ValueSource::CommandLine))
+                .then(|| {
+                    matches
+                        .get_one::<String>(id)
+                        .map(|v| (d.flag.to_string(), v.clone()))
+                })
+                .flatten()
+        })
+        .collect();
+    Ok(run::RunOptions {
+        preset: knobs.preset.value.name.to_string(),
+        knob_flags,
+        duration,
+        clients,
+        num,
+        sleep,
+        runbuilds: load.runbuilds,
+        drain_timeout,
+        out,
+        database: None,
+        reuse: false,
+        events_per_build,
+        event_delay: raw(def::EVENT_DELAY)?,
+        lease: raw(def::LEASE)?,
+        poll_interval: raw(def::POLL_INTERVAL)?,
+        environments,
+        journal_mode: knobs.journal_mode.value,
+        request_timeout,
+        interactive: true,
+    })
+}
+
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone());
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, flag.clone());
+    flag
+}
+
+/// Runs a parsed command line. Errors are returned for `main` to print.
+pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(matches);
+    match cli.command {
+        Command::Migrate(a) => cmd_migrate(&a, sub),
+        Command::Run(a) => cmd_run(&a, sub),
+        Command::Matrix(a) => cmd_matrix(&a, sub),
+        Command::Presets => {
+            print_presets();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(a) => cmd_report(&a),
+        Command::Check(a) => cmd_check(&a),
+        Command::Timeline(a) => cmd_timeline(&a),
+        Command::Loadgen(a) => cmd_loadgen(&a, sub),
+        Command::Probe(a) => cmd_probe(&a),
+    }
+}
+
+fn cmd_migrate(a: &MigrateArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let flags = flags_of(m, LOAD_IDS);
+    let r = Resolver::new(&flags, &process_env);
+    let url = r
+        .raw(def::DATABASE_URL)
+        .map(|s| s.value)
+        .unwrap_or_else(|| "locklab.sqlite3".to_string());
+    let target = DbTarget::parse(&url).map_err(anyhow::Error::msg)?;
+    let knobs = r.knobs()?;
+    let environments = r.get(
+        def::ENVIRONMENTS,
+        parse_environments,
+        None,
+        None,
+        parse_environments(DEFAULT_ENVIRONMENTS).map_err(anyhow::Error::msg)?,
+    )?;
+    let _ = a;
+    let done = schema::migrate::migrate(&target, knobs.journal_mode.value, &environments.value)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "locklab: {} {}: {} migration(s) applied, journal_mode={} ({}), environments {} added, {} in all",
+        if done.created_file { "created" } else { "checked" },
+        target.path().display(),
+        done.applied.len(),
+        done.journal_mode,
+        knobs.journal_mode.source,
+        done.environments_added,
+        done.environments_total
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn finish_run(report: &report::Report, out: &std::path::Path, strict: bool) -> ExitCode {
+    println!("{}", report::render_text(report));
+    println!(
+        "wrote {}, {} and {}",
+        out.join("report.json").display(),
+        out.join("report.md").display(),
+        out.join("timeline.svg").display()
+    );
+    if strict {
+        if let Some(why) = run::strict_failure(report) {
+            eprintln!("locklab: {why}");
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn cmd_run(a: &RunArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let mut opts = run_options(m, &a.load, a.out.clone(), None, Duration::from_secs(30))?;
+    opts.database = a.database_url.clone();
+    opts.reuse = a.reuse;
+    let report = run::run_lab(&opts, &interrupt_flag())?;
+    Ok(finish_run(&report, &a.out, a.strict))
+}
+
+fn cmd_matrix(a: &MatrixArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let presets: Vec<String> = a
+        .presets
+        .split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if presets.is_empty() {
+        bail!("--presets names no preset");
+    }
+    for p in &presets {
+        schema::settings::Preset::by_name(p).map_err(anyhow::Error::msg)?;
+    }
+    if a.repeat == 0 || a.repeat > 20 {
+        bail!("--repeat must be between 1 and 20");
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let interrupted = interrupt_flag();
+    let mut runs: BTreeMap<String, Vec<report::Report>> = BTreeMap::new();
+    let total = presets.len() as u32 * a.repeat;
+    let mut n = 0;
+    for preset in &presets {
+        for i in 1..=a.repeat {
+            n += 1;
+            let out = a.out.join(format!("{preset}-{i}"));
+            let opts = run_options(m, &a.load, out, Some(preset), Duration::from_secs(20))?;
+            eprintln!("locklab matrix: run {n}/{total}: {preset} (repeat {i})");
+            let report = run::run_lab(&opts, &interrupted)?;
+            runs.entry(preset.clone()).or_default().push(report);
+            if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+                bail!("interrupted");
+            }
+        }
+    }
+    let mx = matrix::build(&presets, a.repeat, runs);
+    matrix::write(&a.out, &mx)?;
+    println!("{}", matrix::table(&mx));
+    println!(
+        "wrote {}, {} and {}",
+        a.out.join("matrix.md").display(),
+        a.out.join("matrix.json").display(),
+        a.out.join("matrix.svg").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `locklab presets`: the preset table with expected classes and the
+/// durability note.
+pub fn presets_table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "preset",
+        "journal",
+        "timeout",
+        "sync",
+        "txn",
+        "atomic",
+        "retry",
+        "claim",
+        "commit",
+        "asserted by tests",
+        "also expected",
+    ]);
+    for p in PRESETS {
+        t.add_row(vec![
+            p.name.to_string(),
+            p.journal_mode.to_string(),
+            schema::settings::fmt_duration(p.busy_timeout),
+            p.synchronous.to_string(),
+            p.txn_mode.to_string(),
+            p.atomic_requests.to_string(),
+            p.retry.to_string(),
+            p.claim.to_string(),
+            p.commit.to_string(),
+            p.asserted.to_string(),
+            p.expected.to_string(),
+        ]);
+    }
+    t
+}
+
+fn print_presets() {
+    println!("{}", presets_table());
+    println!("durability: presets with synchronous=normal (immediate, robust): {DURABILITY_NOTE}");
+    println!("Pick one with --preset NAME or LAB_PRESET=NAME; flags and LAB_* variables beside it override its knobs.");
+}
+
+fn live_reports(urls: &[String]) -> Vec<Result<ProcessReport, String>> {
+    let agent = http::agent(Duration::from_secs(5));
+    urls.iter()
+        .map(|u| {
+            http::get_json(&agent, &http::join(u, "/api/stats"))
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|v| {
+                    serde_json::from_value::<ProcessReport>(v).map_err(|e| format!("{u}: {e}"))
+                })
+        })
+        .collect()
+}
+
+fn cmd_report(a: &ReportArgs) -> anyhow::Result<ExitCode> {
+    if !a.live.is_empty() {
+        let mut processes = Vec::new();
+        let mut failed = false;
+        for r in live_reports(&a.live) {
+            match r {
+                Ok(p) => processes.push(p),
+                Err(e) => {
+                    eprintln!("locklab: {e}");
+                    failed = true;
+                }
+            }
+        }
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&processes)?);
+        } else {
+            println!("{}", report::process_table(&processes));
+        }
+        return Ok(if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let dir = a
+        .dir
+        .clone()
+        .context("give a run's folder or --live URL...")?;
+    let path = if dir.is_dir() {
+        dir.join("report.json")
+    } else {
+        dir
+    };
+    let r = report::Report::read(&path)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("{}", report::render_text(&r));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let target = DbTarget::parse(&a.database_url).map_err(anyhow::Error::msg)?;
+    let log = match &a.loadgen_log {
+        Some(p) => Some(check::read_log(p)?),
+        None => None,
+    };
+    let result = check::check(&target, log.as_deref(), None)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        let c = &result.counts;
+        let show = |v: Option<u64>| {
+            v.map(|n| n.to_string())
+                .unwrap_or_else(|| "null (needs --loadgen-log)".to_string())
+        };
+        let lines = [
+            ("lost", show(c.lost)),
+            ("duplicated", show(c.duplicated)),
+            ("mismatched", c.mismatched.to_string()),
+            ("double_claimed", c.double_claimed.to_string()),
+            ("double_booked", c.double_booked.to_string()),
+            ("leaked_bookings", c.leaked_bookings.to_string()),
+            ("partial_writes", show(c.partial_writes)),
+            ("stuck", c.stuck.to_string()),
+            ("unconfirmed", show(c.unconfirmed)),
+            ("unfinished", c.unfinished.to_string()),
+            ("integrity_ok", c.integrity_ok.to_string()),
+        ];
+        for (name, value) in lines {
+            print!("{name}: {value}");
+            if let Some(ex) = result.examples.get(name) {
+                print!("  e.g. {}", ex.join("; "));
+            }
+            println!();
+        }
+        if c.lost.is_none() && c.lost_events > 0 {
+            println!("(lost events, known without the log: {})", c.lost_events);
+        }
+    }
+    let v = result.counts.violations();
+    if v > 0 {
+        eprintln!("locklab: {v} violation(s)");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_timeline(a: &TimelineArgs) -> anyhow::Result<ExitCode> {
+    let mut traces = a.trace.clone();
+    if let Some(dir) = &a.dir {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .map(|n| {
+                        n.to_string_lossy().starts_with("trace-")
+                            && n.to_string_lossy().ends_with(".jsonl")
+                    })
+                    .unwrap_or(false)
+            })
+            .collect();
+        found.sort();
+        if found.is_empty() {
+            bail!("no trace-*.jsonl files in {}", dir.display());
+        }
+        traces.extend(found);
+    }
+    let out = match (&a.out, &a.dir) {
+        (Some(o), _) => o.clone(),
+        (None, Some(d)) => d.join("timeline.svg"),
+        (None, None) => PathBuf::from("timeline.svg"),
+    };
+    let n = timeline::write(&traces, &out, "locklab · who held SQLite's write lock")?;
+    println!(
+        "wrote {} ({n} transactions from {} trace(s))",
+        out.display(),
+        traces.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_loadgen(a: &LoadgenArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let flags = flags_of(m, LOAD_IDS);
+    let r = Resolver::new(&flags, &process_env);
+    let knobs = r.knobs()?;
+    let default_timeout =
+        knobs.busy_timeout.value + knobs.retry_deadline.value + Duration::from_secs(10);
+    let spec = loadgen::LoadSpec {
+        target: a.target.clone(),
+        clients: r
+            .get(
+                def::CLIENTS,
+                count_parser("client count", 256),
+                None,
+                None,
+                4,
+            )?
+            .value,
+        num: r
+            .get(def::NUM, count_parser("NUM", 1000), None, None, 50)?
+            .value,
+        sleep: r
+            .get(def::SLEEP, parse_duration, None, None, Duration::ZERO)?
+            .value,
+        duration: r
+            .get(
+                def::DURATION,
+                parse_duration,
+                None,
+                None,
+                Duration::from_secs(60),
+            )?
+            .value,
+        request_timeout: r
+            .get(
+                def::REQUEST_TIMEOUT,
+                parse_duration,
+                None,
+                None,
+                default_timeout,
+            )?
+            .value,
+        project: a.project.clone(),
+        log: a.log.clone(),
+    };
+    let urls: Vec<String> = if a.stats_urls.iter().any(|u| !u.trim().is_empty()) {
+        a.stats_urls
+            .iter()
+            .filter(|u| !u.trim().is_empty())
+            .cloned()
+            .collect()
+    } else {
+        vec![
+            "http://127.0.0.1:8000".to_string(),
+            "http://127.0.0.1:8001".to_string(),
+            "http://127.0.0.1:8002".to_string(),
+        ]
+    };
+    let agent = http::agent(Duration::from_secs(2));
+    http::wait_healthy(
+        &agent,
+        &http::join(&spec.target, "/healthz"),
+        Duration::from_secs(60),
+    )
+    .context("webui is not answering")?;
+    eprintln!(
+        "loadgen: {} clients × NUM {} against {} for {}",
+        spec.clients,
+        spec.num,
+        spec.target,
+        schema::settings::fmt_duration(spec.duration)
+    );
+    let interrupted = interrupt_flag();
+    let load = loadgen::Load::start(&spec)?;
+    let mut last = std::time::Instant::now();
+    while load.started.elapsed() < spec.duration
+        && !interrupted.load(std::sync::atomic::Ordering::SeqCst)
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        if last.elapsed() >= Duration::from_secs(10) {
+            last = std::time::Instant::now();
+            eprintln!(
+                "loadgen: {:.0}s: {} requests, {} ok",
+                load.started.elapsed().as_secs_f64(),
+                load.state
+                    .requests
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                load.state.ok.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
+    }
+    load.state
+        .stop
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (summary, _) = load.finish()?;
+    let mut processes = Vec::new();
+    let mut missing = Vec::new();
+    for (u, r) in urls.iter().zip(live_reports(&urls)) {
+        match r {
+            Ok(p) => processes.push(p),
+            Err(e) => missing.push(format!("{u}: {e}")),
+        }
+    }
+    for m in &missing {
+        eprintln!("loadgen: no stats from {m}");
+    }
+    println!("{}", report::loadgen_line(&summary));
+    use std::io::Write;
+    let _ = std::io::stderr().flush();
+    println!("{}", report::process_table(&processes));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_probe(a: &ProbeArgs) -> anyhow::Result<ExitCode> {
+    let timeout = parse_duration(&a.timeout).map_err(|m| anyhow::anyhow!("--timeout: {m}"))?;
+    let agent = http::agent(timeout);
+    match agent.get(&a.url).call() {
+        Ok(r) if r.status().as_u16() == 200 => Ok(ExitCode::SUCCESS),
+        Ok(r) => {
+            eprintln!("probe: {} answered HTTP {}", a.url, r.status().as_u16());
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("probe: {}: {e}", a.url);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Whether a resolved value came from the user rather than a default.
+pub fn user_set(source: &Source) -> bool {
+    !matches!(source, Source::Default | Source::Preset(_))
+}

@@ -1,0 +1,455 @@
+//! report.json (the contract other tools read), the per-process table, and the
+//! verdict with its diagnosis.
+//!
+//! Tables are comfy-table: it measures unicode widths and wraps, which a
+//! hand-rolled formatter would get wrong for project names and long cells.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
+use schema::error::LockClass;
+use schema::settings::ReportSettings;
+use schema::stats::ProcessReport;
+use serde::{Deserialize, Serialize};
+
+use crate::check::CheckCounts;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentInfo {
+    pub sqlite_version: String,
+    pub fs_type: String,
+    pub cores: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    pub clients: u32,
+    pub num: u32,
+    pub sleep_s: f64,
+    pub events_per_build: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadgenSummary {
+    pub requests: u64,
+    pub status: BTreeMap<String, u64>,
+    pub no_response: u64,
+    pub clients_mean: f64,
+    pub clients_stddev: f64,
+}
+
+/// report.json. Fields may be added, never renamed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub preset: String,
+    pub backend: String,
+    pub duration_s: f64,
+    pub environment: EnvironmentInfo,
+    pub load: Load,
+    pub settings: ReportSettings,
+    pub processes: Vec<ProcessReport>,
+    pub loadgen: LoadgenSummary,
+    pub check: CheckCounts,
+    /// The verdict, one line per finding (added field).
+    #[serde(default)]
+    pub verdict: Vec<String>,
+}
+
+impl Report {
+    pub fn read(path: &Path) -> anyhow::Result<Report> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a locklab report.json", path.display()))
+    }
+
+    pub fn gave_up_total(&self) -> u64 {
+        self.processes.iter().map(|p| p.gave_up).sum()
+    }
+}
+
+/// The environment this run measured on.
+pub fn environment_info(db_dir: &Path) -> EnvironmentInfo {
+    EnvironmentInfo {
+        sqlite_version: schema::sqlite_version(),
+        fs_type: fs_type(db_dir),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    }
+}
+
+/// The file system type of a directory, from statfs's magic number.
+fn fs_type(dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return "unknown".to_string();
+    };
+    // SAFETY: statfs writes into a zeroed struct we own; c is NUL-terminated.
+    let magic = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c.as_ptr(), &mut st) != 0 {
+            return "unknown".to_string();
+        }
+        st.f_type as i64
+    };
+    match magic {
+        0xEF53 => "ext4",
+        0x9123_683E => "btrfs",
+        0x5846_5342 => "xfs",
+        0x0102_1994 => "tmpfs",
+        0x794C_7630 => "overlayfs",
+        0x6969 => "nfs",
+        0x2FC1_2FC1 => "zfs",
+        0x0102_1997 => "9p",
+        0x6573_5546 => "fuse",
+        _ => return format!("0x{magic:x}"),
+    }
+    .to_string()
+}
+
+fn num(n: u64) -> Cell {
+    Cell::new(n).set_alignment(CellAlignment::Right)
+}
+
+fn float(x: f64, digits: usize) -> Cell {
+    Cell::new(format!("{x:.digits$}")).set_alignment(CellAlignment::Right)
+}
+
+/// The per-process table: the counts a user compares across processes.
+pub fn process_table(processes: &[ProcessReport]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(vec![
+            "process",
+            "ops",
+            "ok",
+            "retried",
+            "gave_up",
+            "busy_upgrade",
+            "busy_snapshot",
+            "busy_timeout",
+            "locked",
+            "other",
+            "rows",
+            "rows/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "lock wait",
+        ]);
+    for p in processes {
+        let other = p.failed_of(LockClass::Constraint)
+            + p.failed_of(LockClass::Serialization)
+            + p.failed_of(LockClass::Deadlock)
+            + p.failed_of(LockClass::LockWaitTimeout)
+            + p.failed_of(LockClass::Other);
+        t.add_row(vec![
+            Cell::new(&p.name),
+            num(p.ops),
+            num(p.ok),
+            num(p.retried),
+            num(p.gave_up),
+            num(p.failed_of(LockClass::BusyUpgrade)),
+            num(p.failed_of(LockClass::BusySnapshot)),
+            num(p.failed_of(LockClass::BusyTimeout)),
+            num(p.failed_of(LockClass::Locked)),
+            num(other),
+            num(p.rows_committed),
+            float(p.rows_per_s, 1),
+            float(p.latency_ms.p50, 1),
+            float(p.latency_ms.p95, 1),
+            float(p.latency_ms.p99, 1),
+            Cell::new(format!("{:.1}%", p.lock_wait_share * 100.0))
+                .set_alignment(CellAlignment::Right),
+        ]);
+    }
+    t
+}
+
+/// The loadgen's line: HTTP statuses as the clients saw them.
+pub fn loadgen_line(l: &LoadgenSummary) -> String {
+    let statuses: Vec<String> = l.status.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+    format!(
+        "loadgen: {} requests ({}), no response: {}; successes per client: mean {:.1}, stddev {:.1}",
+        l.requests,
+        if statuses.is_empty() { "none".to_string() } else { statuses.join(", ") },
+        l.no_response,
+        l.clients_mean,
+        l.clients_stddev
+    )
+}
+
+/// The check's line.
+pub fn check_line(c: &CheckCounts) -> String {
+    let show = |v: Option<u64>| {
+        v.map(|n| n.to_string())
+            .unwrap_or_else(|| "n/a".to_string())
+    };
+    format!(
+        "check: lost {} · duplicated {} · mismatched {} · double_claimed {} · double_booked {} · \
+         leaked_bookings {} · partial_writes {} · stuck {} · unconfirmed {} · unfinished {} · integrity {}",
+        show(c.lost),
+        show(c.duplicated),
+        c.mismatched,
+        c.double_claimed,
+        c.double_booked,
+        c.leaked_bookings,
+        show(c.partial_writes),
+        c.stuck,
+        show(c.unconfirmed),
+        c.unfinished,
+        if c.integrity_ok { "ok" } else { "FAILED" }
+    )
+}
+
+fn base_name(process: &str) -> &str {
+    for base in ["webui", "runbuilds", "buildinfohelper"] {
+        if process == base || process.starts_with(&format!("{base}-")) {
+            return base;
+        }
+    }
+    process
+}
+
+/// The mechanism behind a class, and the remedy, in the user's stack's terms.
+pub fn diagnose(process: &str, class: LockClass, s: &ReportSettings) -> String {
+    let where_ = match (base_name(process), class) {
+        ("webui", LockClass::BusyUpgrade | LockClass::BusySnapshot) => {
+            " (ATOMIC_REQUESTS wraps the view's reads and its writes in one deferred transaction)"
+        }
+        ("runbuilds", LockClass::BusyUpgrade | LockClass::BusySnapshot) => {
+            " (Toaster's runbuilds reads the free environments, then locks them, inside one transaction)"
+        }
+        _ => "",
+    };
+    let immediate = "use IMMEDIATE transactions (Django >= 5.1: DATABASES OPTIONS transaction_mode=\"IMMEDIATE\"; \
+Django 4.2: a backend that issues BEGIN IMMEDIATE; Rails 8: the default; diesel: immediate_transaction; \
+here: LAB_TXN_MODE=immediate) or read outside the transaction (here: LAB_CLAIM=guarded)";
+    match class {
+        LockClass::BusyUpgrade => format!(
+            "a deferred transaction read, then tried to write while another connection held the write lock{where_}; \
+SQLite refuses at once, without calling the busy handler, to avoid a deadlock, so TIMEOUT cannot help; {immediate}."
+        ),
+        LockClass::BusySnapshot => format!(
+            "WAL: another connection committed after this deferred transaction's first read{where_}, so its snapshot \
+is stale and it may never write; waiting cannot help, only a new transaction; {immediate}."
+        ),
+        LockClass::BusyTimeout => format!(
+            "the write lock stayed with other connections longer than the busy timeout ({} ms) and the busy \
+handler gave up; a longer TIMEOUT trades these failures for latency; shorter write transactions and batched \
+writes (LAB_COMMIT=batch:500) hold the lock less, WAL stops readers from blocking the writer's commit, and a \
+retry with backoff (LAB_RETRY=backoff) rides out the rest.",
+            s.busy_timeout_ms
+        ),
+        LockClass::Locked => "SQLITE_LOCKED: a conflict inside one connection (a statement still running, or a \
+shared cache); it is a bug in the code path, not contention between processes."
+            .to_string(),
+        LockClass::Constraint => "a constraint violation (a duplicate or a failed CHECK): not a lock problem; \
+with retries it shows a write that was retried after it had in fact been applied."
+            .to_string(),
+        LockClass::Serialization => "a serialization failure: the server backend aborted a transaction that \
+conflicted with another; retry the whole transaction."
+            .to_string(),
+        LockClass::Deadlock => "a deadlock between transactions that lock rows in different orders; lock in \
+one order, or retry the whole transaction."
+            .to_string(),
+        LockClass::LockWaitTimeout => "a row lock was held past innodb_lock_wait_timeout; shorten the \
+transactions that hold it."
+            .to_string(),
+        LockClass::Other => "errors that are not lock failures; see the daemon's log lines for the SQLite code."
+            .to_string(),
+    }
+}
+
+/// What a process's given-up operations meant for its users.
+fn consequence(process: &str, gave_up: u64) -> String {
+    match base_name(process) {
+        "webui" => format!("{gave_up} HTTP requests answered 503 (a Django view would answer 500)"),
+        "runbuilds" => {
+            format!("{gave_up} scheduling operations abandoned (retried at the next poll: latency)")
+        }
+        "buildinfohelper" => {
+            format!("{gave_up} event writes given up: those events are lost, silently in Toaster")
+        }
+        _ => format!("{gave_up} operations given up"),
+    }
+}
+
+/// The verdict: per process, the dominant class's mechanism and remedy; then
+/// what check found.
+pub fn verdict(r: &Report) -> Vec<String> {
+    let mut lines = Vec::new();
+    for p in &r.processes {
+        match p.dominant_class() {
+            None => lines.push(format!("{}: no failed attempts.", p.name)),
+            Some((class, n)) => {
+                let mut line = format!(
+                    "{}: {n} {class} — {}",
+                    p.name,
+                    diagnose(&p.name, class, &r.settings)
+                );
+                let others: Vec<String> = LockClass::ALL
+                    .iter()
+                    .filter(|c| **c != class && p.failed_of(**c) > 0)
+                    .map(|c| format!("{} {c}", p.failed_of(*c)))
+                    .collect();
+                if !others.is_empty() {
+                    let _ = write!(line, " Also: {}.", others.join(", "));
+                }
+                if p.gave_up > 0 {
+                    let _ = write!(line, " Cost: {}.", consequence(&p.name, p.gave_up));
+                } else if p.retried > 0 {
+                    let _ = write!(
+                        line,
+                        " Every failure was retried (p99 {:.0} ms): the failures turned into latency.",
+                        p.latency_ms.p99
+                    );
+                }
+                lines.push(line);
+            }
+        }
+    }
+    let c = &r.check;
+    let mut problems = Vec::new();
+    if c.lost.unwrap_or(0) > 0 {
+        problems.push(format!("{} rows or events lost", c.lost.unwrap_or(0)));
+    }
+    if c.partial_writes.unwrap_or(0) > 0 {
+        problems.push(format!(
+            "{} rows written by requests that were answered with a failure (partial writes: without \
+ATOMIC_REQUESTS every statement autocommits)",
+            c.partial_writes.unwrap_or(0)
+        ));
+    }
+    if c.double_claimed > 0 {
+        problems.push(format!(
+            "{} requests claimed twice (Toaster's claim reads and writes in separate transactions; use \
+LAB_CLAIM=guarded or single with IMMEDIATE)",
+            c.double_claimed
+        ));
+    }
+    for (n, what) in [
+        (c.duplicated.unwrap_or(0), "duplicated"),
+        (c.mismatched, "mismatched events"),
+        (c.double_booked, "double bookings"),
+        (c.leaked_bookings, "leaked bookings"),
+        (c.stuck, "stuck requests"),
+    ] {
+        if n > 0 {
+            problems.push(format!("{n} {what}"));
+        }
+    }
+    if !c.integrity_ok {
+        problems.push("PRAGMA integrity_check failed".to_string());
+    }
+    if problems.is_empty() {
+        lines.push("data: every check passed.".to_string());
+    } else {
+        lines.push(format!("data: {}.", problems.join("; ")));
+    }
+    lines
+}
+
+/// The whole text shown after a run and by `locklab report`.
+pub fn render_text(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "preset {} · {} · journal {} · timeout {} ms · txn {} · atomic {} · retry {} · claim {} · commit {} · {:.1}s",
+        r.preset,
+        r.backend,
+        r.settings.journal_mode,
+        r.settings.busy_timeout_ms,
+        r.settings.txn_mode,
+        r.settings.atomic_requests,
+        r.settings.retry,
+        r.settings.claim,
+        r.settings.commit,
+        r.duration_s
+    );
+    let _ = writeln!(out, "{}", process_table(&r.processes));
+    let _ = writeln!(out, "{}", loadgen_line(&r.loadgen));
+    let _ = writeln!(out, "{}", check_line(&r.check));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "verdict:");
+    for line in &r.verdict {
+        let _ = writeln!(out, "  {line}");
+    }
+    out
+}
+
+/// report.md: the same, as Markdown.
+pub fn render_markdown(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# locklab run: preset {}\n", r.preset);
+    let _ = writeln!(
+        out,
+        "SQLite {} on {} ({} cores) · {:.1} s of load: {} clients × NUM {} · {} events per build\n",
+        r.environment.sqlite_version,
+        r.environment.fs_type,
+        r.environment.cores,
+        r.duration_s,
+        r.load.clients,
+        r.load.num,
+        r.load.events_per_build
+    );
+    let _ = writeln!(
+        out,
+        "| journal | timeout | synchronous | txn | atomic | retry | claim | commit | txn work |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} ms | {} | {} | {} | {} | {} | {} | {} ms |\n",
+        r.settings.journal_mode,
+        r.settings.busy_timeout_ms,
+        r.settings.synchronous,
+        r.settings.txn_mode,
+        r.settings.atomic_requests,
+        r.settings.retry,
+        r.settings.claim,
+        r.settings.commit,
+        r.settings.txn_work_ms
+    );
+    let _ = writeln!(
+        out,
+        "| process | ops | ok | retried | gave_up | busy_upgrade | busy_snapshot | busy_timeout | other | rows | p95 ms | lock wait |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for p in &r.processes {
+        let other = p.failed_total()
+            - p.failed_of(LockClass::BusyUpgrade)
+            - p.failed_of(LockClass::BusySnapshot)
+            - p.failed_of(LockClass::BusyTimeout);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1}% |",
+            p.name,
+            p.ops,
+            p.ok,
+            p.retried,
+            p.gave_up,
+            p.failed_of(LockClass::BusyUpgrade),
+            p.failed_of(LockClass::BusySnapshot),
+            p.failed_of(LockClass::BusyTimeout),
+            other,
+            p.rows_committed,
+            p.latency_ms.p95,
+            p.lock_wait_share * 100.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{}\n\n{}\n\n## Verdict\n",
+        loadgen_line(&r.loadgen),
+        check_line(&r.check)
+    );
+    for line in &r.verdict {
+        let _ = writeln!(out, "- {line}");
+    }
+    let _ = writeln!(out, "\n![lock timeline](timeline.svg)");
+    out
+}

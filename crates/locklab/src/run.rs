@@ -1,0 +1,618 @@
+//! `locklab run`: one command for the whole lab. A fresh database in the out
+//! folder, the three real daemon binaries on free ports, the HTTP load, live
+//! progress, the drain in DESIGN.md's order, the final stats, `check`, the
+//! table and verdict, and report.json, report.md and timeline.svg.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use schema::db::{DbTarget, LabConn, Policy};
+use schema::models::{BuildRequest, Environment};
+use schema::settings::ReportSettings;
+use schema::stats::ProcessReport;
+use schema::types::now_micros;
+
+use crate::check;
+use crate::http;
+use crate::loadgen::{Load, LoadSpec};
+use crate::report::{self, Load as LoadInfo, Report, SCHEMA_VERSION};
+
+/// The daemon binaries locklab runs.
+pub const DAEMONS: [&str; 3] = ["webui", "runbuilds", "buildinfohelper"];
+
+/// Everything a run needs, resolved.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub preset: String,
+    /// Knob flags the user typed, passed on to every daemon as flags.
+    pub knob_flags: Vec<(String, String)>,
+    pub duration: Duration,
+    pub clients: u32,
+    pub num: u32,
+    pub sleep: Duration,
+    pub runbuilds: u32,
+    pub drain_timeout: Duration,
+    pub out: PathBuf,
+    pub database: Option<PathBuf>,
+    pub reuse: bool,
+    pub events_per_build: u32,
+    pub event_delay: Option<String>,
+    pub lease: Option<String>,
+    pub poll_interval: Option<String>,
+    pub environments: Vec<(String, u32)>,
+    pub journal_mode: schema::settings::JournalMode,
+    pub request_timeout: Duration,
+    /// Show the live progress bar and print the table.
+    pub interactive: bool,
+}
+
+/// Where the daemon binaries are: next to this executable.
+pub fn daemon_binaries() -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let exe = std::env::current_exe().context("finding locklab's own path")?;
+    let dir = exe
+        .parent()
+        .context("locklab's path has no directory")?
+        .to_path_buf();
+    let mut found = Vec::new();
+    for name in DAEMONS {
+        let path = dir.join(name);
+        if !path.is_file() {
+            bail!(
+                "missing daemon binary `{name}` next to {}; build all four binaries with \
+                 `cargo build --release` (or `cargo build --workspace` for target/debug) and run locklab from there",
+                exe.display()
+            );
+        }
+        found.push((name.to_string(), path));
+    }
+    Ok(found)
+}
+
+/// The files a run writes into its out folder (replaced by the next run).
+const OWN_FILES: &[&str] = &[
+    "locklab.sqlite3",
+    "locklab.sqlite3-wal",
+    "locklab.sqlite3-shm",
+    "locklab.sqlite3-journal",
+    "report.json",
+    "report.md",
+    "timeline.svg",
+    "loadgen.jsonl",
+];
+
+/// Creates the out folder (or checks it is writable) and removes the files a
+/// previous run left there. Only locklab's own files are touched.
+pub fn prepare_out(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create the out folder {}", out.display()))?;
+    let probe = out.join(".locklab-write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("the out folder {} is not writable", out.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    for name in OWN_FILES {
+        let p = out.join(name);
+        if p.exists() {
+            std::fs::remove_file(&p)
+                .with_context(|| format!("removing the old {}", p.display()))?;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let ours = (name.starts_with("stats-") && name.ends_with(".json"))
+                || (name.starts_with("trace-") && name.ends_with(".jsonl"))
+                || (name.starts_with("stats-") && name.ends_with(".json.tmp"));
+            if ours {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let logs = out.join("logs");
+    if logs.is_dir() {
+        for e in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().ends_with(".log") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    Ok(())
+}
+
+/// A spawned daemon.
+struct Spawned {
+    name: String,
+    child: Child,
+    url: String,
+    stats_out: PathBuf,
+    trace_out: PathBuf,
+    log: PathBuf,
+}
+
+/// Kills every daemon still running when dropped (an error or Ctrl-C never
+/// leaves orphans behind).
+struct Daemons(Vec<Spawned>);
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for d in &mut self.0 {
+            if let Ok(None) = d.child.try_wait() {
+                let _ = d.child.kill();
+                let _ = d.child.wait();
+            }
+        }
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: sending a signal to our own child's pid.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn last_lines(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn spawn_daemon(
+    bin: &Path,
+    name: &str,
+    db: &Path,
+    opts: &RunOptions,
+    extra: &[(String, String)],
+) -> anyhow::Result<Spawned> {
+    let stats_out = opts.out.join(format!("stats-{name}.json"));
+    let trace_out = opts.out.join(format!("trace-{name}.jsonl"));
+    let log = opts.out.join("logs").join(format!("{name}.log"));
+    let mut cmd = Command::new(bin);
+    cmd.arg("--database-url")
+        .arg(db)
+        .args([
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
+            "--preset",
+            &opts.preset,
+        ])
+        .arg("--stats-out")
+        .arg(&stats_out)
+        .arg("--trace-out")
+        .arg(&trace_out)
+        .args(["--stats-interval", "2s"]);
+    for (flag, value) in opts.knob_flags.iter().chain(extra) {
+        cmd.arg(flag).arg(value);
+    }
+    if let Some(lease) = &opts.lease {
+        cmd.args(["--lease", lease]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let log_path = log.clone();
+    std::thread::spawn(move || {
+        let mut file = std::fs::File::create(&log_path).ok();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(f) = file.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(addr) => {
+                return Ok(Spawned {
+                    name: name.to_string(),
+                    child,
+                    url: format!("http://{addr}"),
+                    stats_out,
+                    trace_out,
+                    log,
+                })
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    std::thread::sleep(Duration::from_millis(100));
+                    bail!(
+                        "{name} exited at startup ({status}):\n{}",
+                        last_lines(&log, 5)
+                    );
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    bail!(
+                        "{name} did not start listening within 30s; see {}",
+                        log.display()
+                    );
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().ok();
+                bail!(
+                    "{name} exited at startup ({}):\n{}",
+                    status.map(|s| s.to_string()).unwrap_or_default(),
+                    last_lines(&log, 5)
+                );
+            }
+        }
+    }
+}
+
+fn fetch_stats(agent: &ureq::Agent, d: &Spawned) -> Option<ProcessReport> {
+    http::get_json(agent, &http::join(&d.url, "/api/stats"))
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
+fn progress_message(
+    agent: &ureq::Agent,
+    daemons: &[Spawned],
+    load: &crate::loadgen::LoadState,
+) -> String {
+    let mut parts = vec![format!(
+        "loadgen {} req ({} ok)",
+        load.requests.load(Ordering::Relaxed),
+        load.ok.load(Ordering::Relaxed)
+    )];
+    for d in daemons {
+        if let Some(s) = fetch_stats(agent, d) {
+            parts.push(format!(
+                "{} ok={} failed={}",
+                s.name,
+                s.ok,
+                s.failed_total()
+            ));
+        }
+    }
+    parts.join(" · ")
+}
+
+/// Counts what the drain waits for: requests in progress and environments held.
+fn drain_state(conn: &mut LabConn) -> Option<(i64, i64)> {
+    let c = conn.diesel();
+    let states = BuildRequest::count_by_state(c).ok()?;
+    let inprogress = states.get("inprogress").copied().unwrap_or(0)
+        + states.get("cancelling").copied().unwrap_or(0);
+    let envs = Environment::count_by_state(c).ok()?;
+    let held = envs.get("locked").copied().unwrap_or(0) + envs.get("running").copied().unwrap_or(0);
+    Some((inprogress, held))
+}
+
+/// Runs the lab once and returns its report (also written to the out folder).
+pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Result<Report> {
+    let bins = daemon_binaries()?;
+    prepare_out(&opts.out)?;
+    let db_path = match &opts.database {
+        Some(p) => {
+            if p.exists() && !opts.reuse {
+                bail!(
+                    "{} exists; pass --reuse to run on it (it must be a locklab database), or give another path",
+                    p.display()
+                );
+            }
+            if p.exists()
+                && !schema::migrate::has_sqlite_header(p)
+                && std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) > 0
+            {
+                bail!(
+                    "{} is not an SQLite database; refusing to touch it",
+                    p.display()
+                );
+            }
+            p.clone()
+        }
+        None => opts.out.join("locklab.sqlite3"),
+    };
+    let target = DbTarget::Sqlite(db_path.clone());
+    let migrated = schema::migrate::migrate(&target, opts.journal_mode, &opts.environments)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if opts.interactive {
+        eprintln!(
+            "locklab: database {} (journal_mode={}), preset {}, {} clients × NUM {} for {}",
+            db_path.display(),
+            migrated.journal_mode,
+            opts.preset,
+            opts.clients,
+            opts.num,
+            schema::settings::fmt_duration(opts.duration)
+        );
+    }
+
+    let mut daemons = Daemons(Vec::new());
+    let bin = |n: &str| {
+        bins.iter()
+            .find(|(b, _)| b == n)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default()
+    };
+    let mut ingest_flags = vec![(
+        "--events-per-build".to_string(),
+        opts.events_per_build.to_string(),
+    )];
+    if let Some(d) = &opts.event_delay {
+        ingest_flags.push(("--event-delay".to_string(), d.clone()));
+    }
+    let mut sched_flags = Vec::new();
+    if let Some(p) = &opts.poll_interval {
+        sched_flags.push(("--poll-interval".to_string(), p.clone()));
+    }
+    daemons
+        .0
+        .push(spawn_daemon(&bin("webui"), "webui", &db_path, opts, &[])?);
+    for i in 1..=opts.runbuilds {
+        let name = if i == 1 {
+            "runbuilds".to_string()
+        } else {
+            format!("runbuilds-{i}")
+        };
+        daemons.0.push(spawn_daemon(
+            &bin("runbuilds"),
+            &name,
+            &db_path,
+            opts,
+            &sched_flags,
+        )?);
+    }
+    daemons.0.push(spawn_daemon(
+        &bin("buildinfohelper"),
+        "buildinfohelper",
+        &db_path,
+        opts,
+        &ingest_flags,
+    )?);
+    let agent = http::agent(Duration::from_secs(2));
+    for d in &daemons.0 {
+        http::wait_healthy(
+            &agent,
+            &http::join(&d.url, "/healthz"),
+            Duration::from_secs(30),
+        )
+        .with_context(|| format!("{} is not healthy", d.name))?;
+    }
+    let webui_url = daemons.0[0].url.clone();
+
+    // The load phase.
+    let spec = LoadSpec {
+        target: webui_url.clone(),
+        clients: opts.clients,
+        num: opts.num,
+        sleep: opts.sleep,
+        duration: opts.duration,
+        request_timeout: opts.request_timeout,
+        project: "locklab-demo".to_string(),
+        log: Some(opts.out.join("loadgen.jsonl")),
+    };
+    let load = Load::start(&spec)?;
+    let tty = std::io::stderr().is_terminal();
+    let bar = if opts.interactive && tty {
+        let bar = ProgressBar::new(opts.duration.as_secs().max(1));
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:25}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let mut last_plain = Instant::now();
+    while load.started.elapsed() < opts.duration && !interrupted.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some(bar) = &bar {
+            bar.set_position(load.started.elapsed().as_secs());
+            bar.set_message(progress_message(&agent, &daemons.0, &load.state));
+        } else if opts.interactive && last_plain.elapsed() >= Duration::from_secs(5) {
+            last_plain = Instant::now();
+            eprintln!(
+                "locklab: {:>4.0}s {}",
+                load.started.elapsed().as_secs_f64(),
+                progress_message(&agent, &daemons.0, &load.state)
+            );
+        }
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        load.state.stop.store(true, Ordering::SeqCst);
+        if opts.interactive {
+            eprintln!("locklab: interrupted: stopping the load, then draining");
+        }
+    }
+    // 1. the loadgen stops sending and waits for its in-flight replies
+    let (loadgen, load_elapsed) = load.finish()?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+
+    // 2-4. webui refuses creates, runbuilds stops claiming, buildinfohelper
+    // keeps finishing
+    for d in &daemons.0 {
+        http::post_empty(&agent, &http::join(&d.url, "/drain"))
+            .with_context(|| format!("draining {}", d.name))?;
+    }
+    let drain_start = Instant::now();
+    let mut watcher = LabConn::open(&target, Arc::new(Policy::default()), false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spinner = if opts.interactive && tty {
+        let s = ProgressBar::new_spinner();
+        s.enable_steady_tick(Duration::from_millis(200));
+        Some(s)
+    } else {
+        None
+    };
+    let mut last_plain = Instant::now();
+    loop {
+        let state = drain_state(&mut watcher);
+        if let Some((0, 0)) = state {
+            break;
+        }
+        if drain_start.elapsed() >= opts.drain_timeout {
+            if opts.interactive {
+                eprintln!(
+                    "locklab: drain timeout ({}) passed with builds still in progress; stopping anyway",
+                    schema::settings::fmt_duration(opts.drain_timeout)
+                );
+            }
+            break;
+        }
+        let msg = match state {
+            Some((b, e)) => format!("draining: {b} builds in progress, {e} environments held"),
+            None => "draining".to_string(),
+        };
+        if let Some(s) = &spinner {
+            s.set_message(msg);
+        } else if opts.interactive && last_plain.elapsed() >= Duration::from_secs(5) {
+            last_plain = Instant::now();
+            eprintln!("locklab: {msg}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(watcher);
+    if let Some(s) = &spinner {
+        s.finish_and_clear();
+    }
+    let drain_end = now_micros();
+
+    // Then every daemon gets SIGTERM and writes its final stats.
+    for d in &daemons.0 {
+        signal(&d.child, libc::SIGTERM);
+    }
+    let stop_deadline = Instant::now() + Duration::from_secs(30);
+    for d in &mut daemons.0 {
+        loop {
+            match d.child.try_wait() {
+                Ok(Some(status)) => {
+                    if !status.success() {
+                        eprintln!(
+                            "locklab: {} exited with {status}; see {}",
+                            d.name,
+                            d.log.display()
+                        );
+                    }
+                    break;
+                }
+                Ok(None) if Instant::now() < stop_deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    eprintln!("locklab: {} did not stop on SIGTERM; killing it", d.name);
+                    let _ = d.child.kill();
+                    let _ = d.child.wait();
+                    break;
+                }
+            }
+        }
+    }
+    let mut processes = Vec::new();
+    let mut settings: Option<ReportSettings> = None;
+    for d in &daemons.0 {
+        let text = std::fs::read_to_string(&d.stats_out).with_context(|| {
+            format!(
+                "{} wrote no final stats to {}",
+                d.name,
+                d.stats_out.display()
+            )
+        })?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", d.stats_out.display()))?;
+        if settings.is_none() {
+            settings = v
+                .get("settings")
+                .cloned()
+                .and_then(|s| serde_json::from_value(s).ok());
+        }
+        processes.push(
+            serde_json::from_value::<ProcessReport>(v)
+                .with_context(|| format!("parsing {}", d.stats_out.display()))?,
+        );
+    }
+    let traces: Vec<PathBuf> = daemons
+        .0
+        .iter()
+        .map(|d| d.trace_out.clone())
+        .filter(|p| p.exists())
+        .collect();
+    drop(daemons);
+
+    let log_lines = check::read_log(&opts.out.join("loadgen.jsonl"))?;
+    let checked = check::check(&target, Some(&log_lines), Some(drain_end))?;
+    let mut report = Report {
+        schema_version: SCHEMA_VERSION,
+        preset: opts.preset.clone(),
+        backend: "sqlite".to_string(),
+        duration_s: load_elapsed.as_secs_f64(),
+        environment: report::environment_info(db_path.parent().unwrap_or(Path::new("."))),
+        load: LoadInfo {
+            clients: opts.clients,
+            num: opts.num,
+            sleep_s: opts.sleep.as_secs_f64(),
+            events_per_build: opts.events_per_build,
+        },
+        settings: settings.context("webui reported no settings")?,
+        processes,
+        loadgen,
+        check: checked.counts.clone(),
+        verdict: Vec::new(),
+    };
+    report.verdict = report::verdict(&report);
+    write_outputs(&opts.out, &report, &traces, &checked)?;
+    Ok(report)
+}
+
+/// Writes report.json, report.md and timeline.svg.
+pub fn write_outputs(
+    out: &Path,
+    report: &Report,
+    traces: &[PathBuf],
+    checked: &check::CheckResult,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(report).context("serialising the report")?;
+    std::fs::write(out.join("report.json"), json).context("writing report.json")?;
+    let mut md = report::render_markdown(report);
+    if !checked.examples.is_empty() {
+        md.push_str("\n## Check examples\n\n");
+        for (what, examples) in &checked.examples {
+            md.push_str(&format!("- {what}: {}\n", examples.join("; ")));
+        }
+    }
+    std::fs::write(out.join("report.md"), md).context("writing report.md")?;
+    crate::timeline::write(
+        traces,
+        &out.join("timeline.svg"),
+        &format!(
+            "locklab · preset {} · who held SQLite's write lock",
+            report.preset
+        ),
+    )?;
+    Ok(())
+}
+
+/// Whether `--strict` fails this report: any gave_up, or any violation.
+pub fn strict_failure(r: &Report) -> Option<String> {
+    let gave_up = r.gave_up_total();
+    let violations = r.check.violations();
+    if gave_up == 0 && violations == 0 {
+        return None;
+    }
+    Some(format!(
+        "--strict: {gave_up} operations gave up, {violations} check violations"
+    ))
+}

@@ -1,0 +1,204 @@
+//! `locklab timeline`: an SVG from the lock traces. One lane per process; the
+//! spans in which it held the write lock (solid) and waited for it (pale); each
+//! failure marked with its class. A reader sees who held the lock when another
+//! process failed.
+//!
+//! The svg crate builds the document; spans closer than a pixel are merged, so
+//! a 15,000-event build stays a few thousand shapes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use schema::error::LockClass;
+use schema::trace::{read_trace, TraceEvent};
+use svg::node::element::{Circle, Line, Rectangle, Text, Title};
+use svg::Document;
+
+const WIDTH: f64 = 1400.0;
+const LEFT: f64 = 150.0;
+const LANE: f64 = 44.0;
+const TOP: f64 = 50.0;
+
+pub fn class_color(class: LockClass) -> &'static str {
+    match class {
+        LockClass::BusyUpgrade => "#d62728",
+        LockClass::BusySnapshot => "#9467bd",
+        LockClass::BusyTimeout => "#ff7f0e",
+        LockClass::Locked => "#8c564b",
+        LockClass::Constraint => "#e377c2",
+        _ => "#7f7f7f",
+    }
+}
+
+fn merge(mut spans: Vec<(i64, i64)>, gap: i64) -> Vec<(i64, i64)> {
+    spans.sort();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for (a, b) in spans {
+        match out.last_mut() {
+            Some(last) if a <= last.1 + gap => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// Builds the SVG from trace events of several processes.
+pub fn render(events: &[TraceEvent], title: &str) -> Document {
+    let mut lanes: BTreeMap<&str, Vec<&TraceEvent>> = BTreeMap::new();
+    for e in events {
+        lanes.entry(e.process.as_str()).or_default().push(e);
+    }
+    let t0 = events.iter().map(|e| e.wait_start_us).min().unwrap_or(0);
+    let t1 = events
+        .iter()
+        .map(|e| e.end_us)
+        .max()
+        .unwrap_or(t0 + 1)
+        .max(t0 + 1);
+    let span_us = (t1 - t0) as f64;
+    let plot = WIDTH - LEFT - 20.0;
+    let x = |t: i64| LEFT + (t - t0) as f64 / span_us * plot;
+    let px_us = (span_us / plot).ceil() as i64;
+    let height = TOP + LANE * lanes.len() as f64 + 70.0;
+    let mut doc = Document::new()
+        .set("viewBox", (0, 0, WIDTH, height))
+        .set("width", WIDTH)
+        .set("height", height)
+        .set("font-family", "sans-serif")
+        .set("font-size", 12)
+        .add(
+            Rectangle::new()
+                .set("width", "100%")
+                .set("height", "100%")
+                .set("fill", "white"),
+        )
+        .add(
+            Text::new(title)
+                .set("x", 10)
+                .set("y", 22)
+                .set("font-size", 15),
+        );
+    for (i, (process, evs)) in lanes.iter().enumerate() {
+        let y = TOP + LANE * i as f64;
+        doc = doc.add(
+            Text::new(*process)
+                .set("x", 10)
+                .set("y", y + LANE / 2.0 + 4.0),
+        );
+        doc = doc.add(
+            Line::new()
+                .set("x1", LEFT)
+                .set("x2", WIDTH - 20.0)
+                .set("y1", y + LANE - 4.0)
+                .set("y2", y + LANE - 4.0)
+                .set("stroke", "#ddd"),
+        );
+        let waits = merge(
+            evs.iter()
+                .map(|e| (e.wait_start_us, e.acquired_us.unwrap_or(e.end_us)))
+                .filter(|(a, b)| b > a)
+                .collect(),
+            px_us,
+        );
+        for (a, b) in waits {
+            doc = doc.add(
+                Rectangle::new()
+                    .set("x", x(a))
+                    .set("y", y + 22.0)
+                    .set("width", (x(b) - x(a)).max(0.5))
+                    .set("height", 8)
+                    .set("fill", "#c6dbef"),
+            );
+        }
+        let held = merge(
+            evs.iter()
+                .filter_map(|e| e.acquired_us.map(|a| (a, e.end_us.max(a))))
+                .collect(),
+            px_us,
+        );
+        for (a, b) in held {
+            doc = doc.add(
+                Rectangle::new()
+                    .set("x", x(a))
+                    .set("y", y + 8.0)
+                    .set("width", (x(b) - x(a)).max(0.5))
+                    .set("height", 14)
+                    .set("fill", "#1f77b4"),
+            );
+        }
+        // one marker per pixel and class, titled with its count
+        let mut marks: BTreeMap<(i64, LockClass), (i64, usize)> = BTreeMap::new();
+        for e in evs.iter().filter(|e| e.outcome == "failed") {
+            let class = e.class.unwrap_or(LockClass::Other);
+            let slot = (e.end_us - t0) / px_us.max(1);
+            marks.entry((slot, class)).or_insert((e.end_us, 0)).1 += 1;
+        }
+        for ((_, class), (at, n)) in marks {
+            doc = doc.add(
+                Circle::new()
+                    .set("cx", x(at))
+                    .set("cy", y + 36.0)
+                    .set("r", 3.5)
+                    .set("fill", class_color(class))
+                    .add(Title::new(format!("{process}: {n} {class}"))),
+            );
+        }
+    }
+    let legend_y = TOP + LANE * lanes.len() as f64 + 25.0;
+    let mut lx = LEFT;
+    for (label, color) in [
+        ("write lock held", "#1f77b4"),
+        ("waiting for it", "#c6dbef"),
+    ] {
+        doc = doc
+            .add(
+                Rectangle::new()
+                    .set("x", lx)
+                    .set("y", legend_y - 10.0)
+                    .set("width", 14)
+                    .set("height", 10)
+                    .set("fill", color),
+            )
+            .add(Text::new(label).set("x", lx + 18.0).set("y", legend_y));
+        lx += 140.0;
+    }
+    for class in [
+        LockClass::BusyUpgrade,
+        LockClass::BusySnapshot,
+        LockClass::BusyTimeout,
+        LockClass::Other,
+    ] {
+        doc = doc
+            .add(
+                Circle::new()
+                    .set("cx", lx + 5.0)
+                    .set("cy", legend_y - 4.0)
+                    .set("r", 4)
+                    .set("fill", class_color(class)),
+            )
+            .add(
+                Text::new(class.as_str())
+                    .set("x", lx + 14.0)
+                    .set("y", legend_y),
+            );
+        lx += 120.0;
+    }
+    doc.add(
+        Text::new(format!("{:.1} s", span_us / 1e6))
+            .set("x", WIDTH - 20.0)
+            .set("y", legend_y + 25.0)
+            .set("text-anchor", "end"),
+    )
+}
+
+/// Reads every trace file and writes the SVG.
+pub fn write(traces: &[std::path::PathBuf], out: &Path, title: &str) -> anyhow::Result<usize> {
+    let mut events = Vec::new();
+    for t in traces {
+        events.extend(read_trace(t).with_context(|| format!("reading the trace {}", t.display()))?);
+    }
+    let doc = render(&events, title);
+    svg::save(out, &doc).with_context(|| format!("writing {}", out.display()))?;
+    Ok(events.len())
+}
