@@ -11,6 +11,8 @@
 //!   the stats file, and graceful shutdown on SIGTERM/SIGINT.
 
 mod config;
+pub mod spawn;
+pub mod testkit;
 mod server;
 
 pub use config::*;

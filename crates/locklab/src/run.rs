@@ -3,11 +3,10 @@
 //! progress, the drain in DESIGN.md's order, the final stats, `check`, the
 //! table and verdict, and report.json, report.md and timeline.svg.
 
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -126,44 +125,14 @@ pub fn prepare_out(out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A spawned daemon.
+/// A spawned daemon and its files.
 struct Spawned {
     name: String,
-    child: Child,
+    child: daemon::spawn::Child,
     url: String,
     stats_out: PathBuf,
     trace_out: PathBuf,
     log: PathBuf,
-}
-
-/// Kills every daemon still running when dropped (an error or Ctrl-C never
-/// leaves orphans behind).
-struct Daemons(Vec<Spawned>);
-
-impl Drop for Daemons {
-    fn drop(&mut self) {
-        for d in &mut self.0 {
-            if let Ok(None) = d.child.try_wait() {
-                let _ = d.child.kill();
-                let _ = d.child.wait();
-            }
-        }
-    }
-}
-
-fn signal(child: &Child, sig: i32) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: sending a signal to our own child's pid.
-        unsafe {
-            libc::kill(pid, sig);
-        }
-    }
-}
-
-fn last_lines(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn spawn_daemon(
@@ -176,87 +145,47 @@ fn spawn_daemon(
     let stats_out = opts.out.join(format!("stats-{name}.json"));
     let trace_out = opts.out.join(format!("trace-{name}.jsonl"));
     let log = opts.out.join("logs").join(format!("{name}.log"));
-    let mut cmd = Command::new(bin);
-    cmd.arg("--database-url")
-        .arg(db)
-        .args([
-            "--name",
-            name,
-            "--listen",
-            "127.0.0.1:0",
-            "--preset",
-            &opts.preset,
-        ])
-        .arg("--stats-out")
-        .arg(&stats_out)
-        .arg("--trace-out")
-        .arg(&trace_out)
-        .args(["--stats-interval", "2s"]);
+    let mut args: Vec<OsString> = vec![
+        "--database-url".into(),
+        db.into(),
+        "--name".into(),
+        name.into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--preset".into(),
+        opts.preset.clone().into(),
+        "--stats-out".into(),
+        stats_out.clone().into(),
+        "--trace-out".into(),
+        trace_out.clone().into(),
+        "--stats-interval".into(),
+        "2s".into(),
+    ];
     for (flag, value) in opts.knob_flags.iter().chain(extra) {
-        cmd.arg(flag).arg(value);
+        args.push(flag.into());
+        args.push(value.into());
     }
     if let Some(lease) = &opts.lease {
-        cmd.args(["--lease", lease]);
+        args.push("--lease".into());
+        args.push(lease.into());
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let stderr = child.stderr.take().context("no stderr pipe")?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let log_path = log.clone();
-    std::thread::spawn(move || {
-        let mut file = std::fs::File::create(&log_path).ok();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(f) = file.as_mut() {
-                let _ = writeln!(f, "{line}");
-            }
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(addr) => {
-                return Ok(Spawned {
-                    name: name.to_string(),
-                    child,
-                    url: format!("http://{addr}"),
-                    stats_out,
-                    trace_out,
-                    log,
-                })
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Ok(Some(status)) = child.try_wait() {
-                    std::thread::sleep(Duration::from_millis(100));
-                    bail!(
-                        "{name} exited at startup ({status}):\n{}",
-                        last_lines(&log, 5)
-                    );
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    bail!(
-                        "{name} did not start listening within 30s; see {}",
-                        log.display()
-                    );
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = child.wait().ok();
-                bail!(
-                    "{name} exited at startup ({}):\n{}",
-                    status.map(|s| s.to_string()).unwrap_or_default(),
-                    last_lines(&log, 5)
-                );
-            }
-        }
-    }
+    let child = daemon::spawn::spawn(daemon::spawn::Spec {
+        bin,
+        name,
+        args,
+        env: Vec::new(),
+        env_remove: Vec::new(),
+        log: log.clone(),
+        startup_timeout: Duration::from_secs(30),
+    })?;
+    Ok(Spawned {
+        name: name.to_string(),
+        url: child.url.clone(),
+        child,
+        stats_out,
+        trace_out,
+        log,
+    })
 }
 
 fn fetch_stats(agent: &ureq::Agent, d: &Spawned) -> Option<ProcessReport> {
@@ -339,7 +268,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         );
     }
 
-    let mut daemons = Daemons(Vec::new());
+    let mut daemons: Vec<Spawned> = Vec::new();
     let bin = |n: &str| {
         bins.iter()
             .find(|(b, _)| b == n)
@@ -357,16 +286,14 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     if let Some(p) = &opts.poll_interval {
         sched_flags.push(("--poll-interval".to_string(), p.clone()));
     }
-    daemons
-        .0
-        .push(spawn_daemon(&bin("webui"), "webui", &db_path, opts, &[])?);
+    daemons.push(spawn_daemon(&bin("webui"), "webui", &db_path, opts, &[])?);
     for i in 1..=opts.runbuilds {
         let name = if i == 1 {
             "runbuilds".to_string()
         } else {
             format!("runbuilds-{i}")
         };
-        daemons.0.push(spawn_daemon(
+        daemons.push(spawn_daemon(
             &bin("runbuilds"),
             &name,
             &db_path,
@@ -374,7 +301,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
             &sched_flags,
         )?);
     }
-    daemons.0.push(spawn_daemon(
+    daemons.push(spawn_daemon(
         &bin("buildinfohelper"),
         "buildinfohelper",
         &db_path,
@@ -382,7 +309,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         &ingest_flags,
     )?);
     let agent = http::agent(Duration::from_secs(2));
-    for d in &daemons.0 {
+    for d in &daemons {
         http::wait_healthy(
             &agent,
             &http::join(&d.url, "/healthz"),
@@ -390,7 +317,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         )
         .with_context(|| format!("{} is not healthy", d.name))?;
     }
-    let webui_url = daemons.0[0].url.clone();
+    let webui_url = daemons[0].url.clone();
 
     // The load phase.
     let spec = LoadSpec {
@@ -420,13 +347,13 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         std::thread::sleep(Duration::from_millis(500));
         if let Some(bar) = &bar {
             bar.set_position(load.started.elapsed().as_secs());
-            bar.set_message(progress_message(&agent, &daemons.0, &load.state));
+            bar.set_message(progress_message(&agent, &daemons, &load.state));
         } else if opts.interactive && last_plain.elapsed() >= Duration::from_secs(5) {
             last_plain = Instant::now();
             eprintln!(
                 "locklab: {:>4.0}s {}",
                 load.started.elapsed().as_secs_f64(),
-                progress_message(&agent, &daemons.0, &load.state)
+                progress_message(&agent, &daemons, &load.state)
             );
         }
     }
@@ -444,7 +371,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
 
     // 2-4. webui refuses creates, runbuilds stops claiming, buildinfohelper
     // keeps finishing
-    for d in &daemons.0 {
+    for d in &daemons {
         http::post_empty(&agent, &http::join(&d.url, "/drain"))
             .with_context(|| format!("draining {}", d.name))?;
     }
@@ -492,38 +419,21 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     let drain_end = now_micros();
 
     // Then every daemon gets SIGTERM and writes its final stats.
-    for d in &daemons.0 {
-        signal(&d.child, libc::SIGTERM);
+    for d in &daemons {
+        d.child.signal(daemon::spawn::SIGTERM);
     }
-    let stop_deadline = Instant::now() + Duration::from_secs(30);
-    for d in &mut daemons.0 {
-        loop {
-            match d.child.try_wait() {
-                Ok(Some(status)) => {
-                    if !status.success() {
-                        eprintln!(
-                            "locklab: {} exited with {status}; see {}",
-                            d.name,
-                            d.log.display()
-                        );
-                    }
-                    break;
-                }
-                Ok(None) if Instant::now() < stop_deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    eprintln!("locklab: {} did not stop on SIGTERM; killing it", d.name);
-                    let _ = d.child.kill();
-                    let _ = d.child.wait();
-                    break;
-                }
+    for d in &mut daemons {
+        match d.child.terminate(Duration::from_secs(30)) {
+            Ok(status) if !status.success() => {
+                eprintln!("locklab: {} exited with {status}; see {}", d.name, d.log.display());
             }
+            Ok(_) => {}
+            Err(e) => eprintln!("locklab: {e:#}"),
         }
     }
     let mut processes = Vec::new();
     let mut settings: Option<ReportSettings> = None;
-    for d in &daemons.0 {
+    for d in &daemons {
         let text = std::fs::read_to_string(&d.stats_out).with_context(|| {
             format!(
                 "{} wrote no final stats to {}",
@@ -545,7 +455,6 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         );
     }
     let traces: Vec<PathBuf> = daemons
-        .0
         .iter()
         .map(|d| d.trace_out.clone())
         .filter(|p| p.exists())

@@ -1,0 +1,71 @@
+//! Planted violations: named operations that break one invariant each, so that
+//! tests (and a curious user) can see `locklab check` find them. Nothing in the
+//! lab calls these while it runs.
+
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+
+use crate::models::{Booking, Build};
+use crate::schema::{booking, build_environment, build_event};
+use crate::types::{now_micros, BuildId, EnvironmentId, LockState, RequestId};
+
+/// Deletes one stored event (check: lost).
+pub fn delete_event(conn: &mut SqliteConnection, build: BuildId, seq: i32) -> QueryResult<usize> {
+    diesel::delete(
+        build_event::table
+            .filter(build_event::build_id.eq(build))
+            .filter(build_event::seq.eq(seq)),
+    )
+    .execute(conn)
+}
+
+/// Changes one stored event's payload (check: mismatched).
+pub fn change_payload(conn: &mut SqliteConnection, build: BuildId, seq: i32, payload: &str) -> QueryResult<usize> {
+    diesel::update(
+        build_event::table
+            .filter(build_event::build_id.eq(build))
+            .filter(build_event::seq.eq(seq)),
+    )
+    .set(build_event::payload.eq(payload))
+    .execute(conn)
+}
+
+/// Books an environment for a request over an interval that overlaps its
+/// first booking (check: double_booked).
+pub fn overlapping_booking(conn: &mut SqliteConnection, env: EnvironmentId, request: RequestId) -> QueryResult<usize> {
+    let first: Option<Booking> = booking::table
+        .filter(booking::environment_id.eq(env))
+        .select(Booking::as_select())
+        .order(booking::id)
+        .first(conn)
+        .optional()?;
+    let at = first.map(|b| b.booked_at + 1).unwrap_or_else(now_micros);
+    diesel::insert_into(booking::table)
+        .values((
+            booking::environment_id.eq(env),
+            booking::request_id.eq(request),
+            booking::booked_by.eq("planted"),
+            booking::booked_at.eq(at),
+            booking::released_at.eq(None::<i64>),
+        ))
+        .execute(conn)
+}
+
+/// Locks an environment for no request (check: leaked_bookings).
+pub fn leak_environment(conn: &mut SqliteConnection, env: EnvironmentId) -> QueryResult<usize> {
+    diesel::update(build_environment::table.filter(build_environment::id.eq(env)))
+        .set((
+            build_environment::lock_state.eq(LockState::Locked),
+            build_environment::request_id.eq(None::<RequestId>),
+        ))
+        .execute(conn)
+}
+
+/// Gives a request a second, completed build (check: double_claimed).
+pub fn second_build(conn: &mut SqliteConnection, request: RequestId) -> QueryResult<BuildId> {
+    let id = Build::create(conn, request, "planted", 7, now_micros())?;
+    diesel::update(crate::schema::build::table.filter(crate::schema::build::id.eq(id)))
+        .set(crate::schema::build::completed_at.eq(Some(now_micros())))
+        .execute(conn)?;
+    Ok(id)
+}
