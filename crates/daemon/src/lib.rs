@@ -11,9 +11,9 @@
 //!   the stats file, and graceful shutdown on SIGTERM/SIGINT.
 
 mod config;
+mod server;
 pub mod spawn;
 pub mod testkit;
-mod server;
 
 pub use config::*;
 pub use server::*;

@@ -113,7 +113,12 @@ pub async fn serve(
     .run();
     let handle = server.handle();
     let server_task = tokio::spawn(server);
-    log::info!("{name}: listening on {addr}");
+    if log::log_enabled!(log::Level::Info) {
+        log::info!("{name}: listening on {addr}");
+    } else {
+        // `locklab run` and the tests read this line whatever RUST_LOG says.
+        eprintln!("{name}: listening on {addr}");
+    }
     daemon.lab.stats.restart_clock();
 
     let (done_tx, mut done_rx) =

@@ -16,7 +16,10 @@ use anyhow::{bail, Context};
 /// test binary (`target/<profile>/deps/it-...`) that is `target/<profile>`.
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("finding the running executable")?;
-    let mut dir = exe.parent().context("the executable has no directory")?.to_path_buf();
+    let mut dir = exe
+        .parent()
+        .context("the executable has no directory")?
+        .to_path_buf();
     if dir.file_name().is_some_and(|n| n == "deps") {
         dir.pop();
     }
@@ -72,7 +75,10 @@ impl Child {
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
                 let status = self.child.wait()?;
-                bail!("{} did not stop within {within:?} of SIGTERM; killed ({status})", self.name);
+                bail!(
+                    "{} did not stop within {within:?} of SIGTERM; killed ({status})",
+                    self.name
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -121,7 +127,9 @@ pub fn spawn(spec: Spec<'_>) -> anyhow::Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", spec.bin.display()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", spec.bin.display()))?;
     let stderr = child.stderr.take().context("no stderr pipe")?;
     let (tx, rx) = mpsc::channel::<String>();
     let log_path = spec.log.clone();
@@ -157,15 +165,21 @@ pub fn spawn(spec: Spec<'_>) -> anyhow::Result<Child> {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if Instant::now() > deadline {
                     let _ = child.kill();
-                    bail!("{name} did not start listening within {:?}; see {}", spec.startup_timeout, spec.log.display());
+                    bail!(
+                        "{name} did not start listening within {:?}; see {}",
+                        spec.startup_timeout,
+                        spec.log.display()
+                    );
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait().context("waiting for the daemon")?;
                 // the log thread has finished writing: the pipe closed
-                bail!("{name} exited at startup ({status}):\n{}", last_lines(&spec.log));
+                bail!(
+                    "{name} exited at startup ({status}):\n{}",
+                    last_lines(&spec.log)
+                );
             }
         }
     }
 }
-

@@ -27,7 +27,8 @@ impl TestLab {
         let dir = tempfile::tempdir().context("creating a temp dir")?;
         let db = dir.path().join("lab.sqlite3");
         let envs = parse_environments(environments).map_err(anyhow::Error::msg)?;
-        schema::migrate::migrate(&DbTarget::Sqlite(db.clone()), journal, &envs).map_err(|e| anyhow::anyhow!("{e}"))?;
+        schema::migrate::migrate(&DbTarget::Sqlite(db.clone()), journal, &envs)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(TestLab { dir, db })
     }
 
@@ -53,7 +54,13 @@ impl TestLab {
 /// Starts `bin_dir()/<binary>` on `db`: a free port, stats into
 /// `dir/stats-<name>.json`, a 1 s summary, the caller's `extra` flags, and none
 /// of the caller's LAB_* or demo variables.
-pub fn start(binary: &str, name: &str, db: &Path, dir: &Path, extra: &[&str]) -> anyhow::Result<Child> {
+pub fn start(
+    binary: &str,
+    name: &str,
+    db: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Child> {
     let bin = binary_path(binary)?;
     let mut args: Vec<OsString> = vec![
         "--database-url".into(),
@@ -93,7 +100,11 @@ pub fn binary_path(binary: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Polls `f` every 50 ms until it returns Some, or fails after `within`.
-pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    within: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f() {
@@ -132,7 +143,12 @@ fn agent() -> ureq::Agent {
 
 fn answer(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> anyhow::Result<Answer> {
     let mut resp = resp.context("HTTP request")?;
-    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let status = resp.status().as_u16();
     let content_type = header("content-type").unwrap_or_default();
     let retry_after = header("retry-after");
@@ -151,7 +167,13 @@ pub fn get(url: &str) -> anyhow::Result<Answer> {
 }
 
 /// Sends `method` to `url` with a body, a content type and extra headers.
-pub fn send(method: &str, url: &str, content_type: &str, body: &[u8], headers: &[(&str, &str)]) -> anyhow::Result<Answer> {
+pub fn send(
+    method: &str,
+    url: &str,
+    content_type: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Answer> {
     let req = ureq::http::Request::builder().method(method).uri(url);
     let req = headers
         .iter()
@@ -164,5 +186,11 @@ pub fn send(method: &str, url: &str, content_type: &str, body: &[u8], headers: &
 
 /// POSTs JSON to `url`.
 pub fn post_json(url: &str, body: &serde_json::Value) -> anyhow::Result<Answer> {
-    send("POST", url, "application/json", body.to_string().as_bytes(), &[])
+    send(
+        "POST",
+        url,
+        "application/json",
+        body.to_string().as_bytes(),
+        &[],
+    )
 }

@@ -425,7 +425,11 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     for d in &mut daemons {
         match d.child.terminate(Duration::from_secs(30)) {
             Ok(status) if !status.success() => {
-                eprintln!("locklab: {} exited with {status}; see {}", d.name, d.log.display());
+                eprintln!(
+                    "locklab: {} exited with {status}; see {}",
+                    d.name,
+                    d.log.display()
+                );
             }
             Ok(_) => {}
             Err(e) => eprintln!("locklab: {e:#}"),
