@@ -96,6 +96,17 @@ fn classify_open_error(path: &str, message: String) -> SchemaError {
     }
 }
 
+/// Opens an existing file (`mode=rw`, never creating it) with the lab's busy
+/// handler, so that reading the schema waits politely while running daemons
+/// write, instead of failing at once with SQLITE_BUSY.
+fn open_for_reading(target: &DbTarget, path: &str) -> Result<LabConn, SchemaError> {
+    let policy = Policy {
+        busy_timeout: std::time::Duration::from_secs(10),
+        ..Policy::default()
+    };
+    LabConn::open(target, Arc::new(policy), false).map_err(|e| classify_open_error(path, e.to_string()))
+}
+
 /// What the file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaStatus {
@@ -146,9 +157,8 @@ pub fn startup_check(target: &DbTarget) -> Result<SchemaStatus, SchemaError> {
     if !target.path().exists() {
         return Err(SchemaError::Missing { path });
     }
-    let mut conn = SqliteConnection::establish(&target.uri(false))
-        .map_err(|e| classify_open_error(&path, e.to_string()))?;
-    let status = read_status(&mut conn, &path)?;
+    let mut conn = open_for_reading(target, &path)?;
+    let status = read_status(conn.diesel(), &path)?;
     if status.tables.is_empty() {
         return Err(SchemaError::Empty { path });
     }
@@ -220,9 +230,9 @@ pub fn migrate(
     if !created_file {
         // Refuse a file that is not a database or holds other tables, before
         // touching it.
-        let mut conn = SqliteConnection::establish(&target.uri(false))
-            .map_err(|e| classify_open_error(&path, e.to_string()))?;
-        let status = read_status(&mut conn, &path)?;
+        let mut conn = open_for_reading(target, &path)?;
+        let status = read_status(conn.diesel(), &path)?;
+        drop(conn);
         let foreign = foreign_tables(&status);
         if !foreign.is_empty() {
             return Err(SchemaError::Foreign {

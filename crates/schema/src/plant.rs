@@ -20,7 +20,12 @@ pub fn delete_event(conn: &mut SqliteConnection, build: BuildId, seq: i32) -> Qu
 }
 
 /// Changes one stored event's payload (check: mismatched).
-pub fn change_payload(conn: &mut SqliteConnection, build: BuildId, seq: i32, payload: &str) -> QueryResult<usize> {
+pub fn change_payload(
+    conn: &mut SqliteConnection,
+    build: BuildId,
+    seq: i32,
+    payload: &str,
+) -> QueryResult<usize> {
     diesel::update(
         build_event::table
             .filter(build_event::build_id.eq(build))
@@ -32,7 +37,11 @@ pub fn change_payload(conn: &mut SqliteConnection, build: BuildId, seq: i32, pay
 
 /// Books an environment for a request over an interval that overlaps its
 /// first booking (check: double_booked).
-pub fn overlapping_booking(conn: &mut SqliteConnection, env: EnvironmentId, request: RequestId) -> QueryResult<usize> {
+pub fn overlapping_booking(
+    conn: &mut SqliteConnection,
+    env: EnvironmentId,
+    request: RequestId,
+) -> QueryResult<usize> {
     let first: Option<Booking> = booking::table
         .filter(booking::environment_id.eq(env))
         .select(Booking::as_select())
@@ -68,4 +77,10 @@ pub fn second_build(conn: &mut SqliteConnection, request: RequestId) -> QueryRes
         .set(crate::schema::build::completed_at.eq(Some(now_micros())))
         .execute(conn)?;
     Ok(id)
+}
+
+/// Forgets every applied migration, as if the file were behind this build's
+/// migrations (the daemons must then refuse it).
+pub fn forget_migrations(conn: &mut SqliteConnection) -> QueryResult<usize> {
+    diesel::sql_query(format!("DELETE FROM {}", crate::migrate::MIGRATIONS_TABLE)).execute(conn)
 }

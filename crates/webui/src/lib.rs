@@ -114,3 +114,12 @@ pub async fn run(d: daemon::Daemon) -> anyhow::Result<()> {
     });
     daemon::serve(d, routes(app), 2, Vec::new(), || {}).await
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        super::Config::command().debug_assert();
+    }
+}

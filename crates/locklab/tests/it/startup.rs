@@ -47,8 +47,7 @@ fn webui_refuses_bad_files() {
     let lab =
         daemon::testkit::TestLab::new(schema::settings::JournalMode::Delete, "qemux86:1").unwrap();
     let mut conn = lab.conn(schema::db::Policy::default()).unwrap();
-    conn.execute_raw("DELETE FROM __diesel_schema_migrations")
-        .unwrap();
+    schema::plant::forget_migrations(conn.diesel()).unwrap();
     drop(conn);
     refuses(&lab.db, "pending");
 }
