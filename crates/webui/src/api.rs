@@ -399,7 +399,10 @@ pub async fn cancel(
             .lab
             .op("cancel_request", |op| {
                 op.write(conn, |tx| {
-                    let queued = tx.counted(|c| {
+                    // Whether this call moved the request decides 200 or 409:
+                    // its final state alone cannot (a second cancel of a
+                    // deleted request would look like a success).
+                    let mut moved = tx.counted(|c| {
                         BuildRequest::transition(
                             c,
                             id,
@@ -408,8 +411,8 @@ pub async fn cancel(
                             Some("cancelled"),
                         )
                     })?;
-                    if queued == 0 {
-                        tx.counted(|c| {
+                    if moved == 0 {
+                        moved = tx.counted(|c| {
                             BuildRequest::transition(
                                 c,
                                 id,
@@ -419,18 +422,16 @@ pub async fn cancel(
                             )
                         })?;
                     }
-                    Ok(BuildRequest::get(tx.conn(), id)?)
+                    Ok((moved > 0, BuildRequest::get(tx.conn(), id)?))
                 })
             })
             .map_err(|e| op_failed("cancel_request", e))
     })
     .await?;
     match result {
-        None => Err(ApiError::NotFound),
-        Some(r) if matches!(r.state, RequestState::Deleted | RequestState::Cancelling) => {
-            Ok(HttpResponse::Ok().json(RequestJson::from(r)))
-        }
-        Some(r) => Err(ApiError::Conflict(format!(
+        (_, None) => Err(ApiError::NotFound),
+        (true, Some(r)) => Ok(HttpResponse::Ok().json(RequestJson::from(r))),
+        (false, Some(r)) => Err(ApiError::Conflict(format!(
             "request {} is {}; nothing to cancel",
             r.id, r.state
         ))),
