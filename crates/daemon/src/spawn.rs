@@ -122,6 +122,10 @@ pub fn spawn(spec: Spec<'_>) -> anyhow::Result<Child> {
     for name in &spec.env_remove {
         cmd.env_remove(name);
     }
+    // Its own process group: a Ctrl-C in the terminal reaches only the parent
+    // (locklab run), which then drains the daemons in order instead of losing
+    // them all at once.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

@@ -194,3 +194,107 @@ pub fn post_json(url: &str, body: &serde_json::Value) -> anyhow::Result<Answer> 
         &[],
     )
 }
+
+/// Every file in `dir` with its bytes.
+fn contents(dir: &Path) -> anyhow::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let e = e?;
+        out.insert(
+            e.file_name().to_string_lossy().into_owned(),
+            std::fs::read(e.path()).unwrap_or_default(),
+        );
+    }
+    Ok(out)
+}
+
+/// Starts `binary` on `db` (with its stats and trace files in `dir`) and checks
+/// that it refuses: a non-zero exit, exactly one line on stderr naming the file
+/// and containing `why`, and no file in `dir` created or changed.
+fn refuses(binary: &str, db: &Path, dir: &Path, why: &str) -> anyhow::Result<()> {
+    use std::process::{Command, Stdio};
+    let before = contents(dir)?;
+    let logs = tempfile::tempdir()?;
+    let stderr = logs.path().join("stderr.log");
+    let mut cmd = Command::new(binary_path(binary)?);
+    for var in setting_variables() {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .arg("--database-url")
+        .arg(db)
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--stats-out")
+        .arg(dir.join("stats.json"))
+        .arg("--trace-out")
+        .arg(dir.join("trace.jsonl"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr)?)
+        .spawn()?;
+    let status = match wait_for("the refusal", Duration::from_secs(20), || {
+        child.try_wait().ok().flatten()
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = child.kill();
+            bail!("{binary} on {}: {e}", db.display());
+        }
+    };
+    let text = std::fs::read_to_string(&stderr)?;
+    if status.success() {
+        bail!("{binary} accepted {} ({why}):\n{text}", db.display());
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() != 1 {
+        bail!("{binary} ({why}) should say why in one line:\n{text}");
+    }
+    let line = lines[0];
+    if !(line.contains("cannot start")
+        && line.contains(why)
+        && line.contains(&db.display().to_string()))
+    {
+        bail!("{binary} ({why}): unexpected refusal: {line}");
+    }
+    if contents(dir)? != before {
+        bail!(
+            "{binary} ({why}) created or changed files in {}",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The daemons' read-only startup check, end to end: `binary` refuses a
+/// missing file, an empty file, a text file and a file whose migrations are
+/// behind, in one clear line each, and creates or changes nothing.
+pub fn assert_refuses_bad_files(binary: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    refuses(
+        binary,
+        &dir.path().join("missing.sqlite3"),
+        dir.path(),
+        "no such database file",
+    )?;
+
+    let dir = tempfile::tempdir()?;
+    let empty = dir.path().join("empty.sqlite3");
+    std::fs::write(&empty, b"")?;
+    refuses(binary, &empty, dir.path(), "empty")?;
+
+    let dir = tempfile::tempdir()?;
+    let text = dir.path().join("notes.sqlite3");
+    std::fs::write(
+        &text,
+        "DATABASES = {'default': {'NAME': 'toaster.sqlite'}}\n".repeat(40),
+    )?;
+    refuses(binary, &text, dir.path(), "not an SQLite database")?;
+
+    // Migrated, then its migrations forgotten: every migration is pending.
+    let lab = TestLab::new(JournalMode::Delete, "qemux86:1")?;
+    let mut conn = lab.conn(Policy::default())?;
+    schema::plant::forget_migrations(conn.diesel())?;
+    drop(conn);
+    refuses(binary, &lab.db, lab.path(), "pending")
+}

@@ -28,7 +28,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
 use schema::db::DbTarget;
 use schema::settings::{
-    def, parse_duration, parse_environments, process_env, Def, Flags, Resolver, Source,
+    def, parse_duration, parse_environments, process_env, Def, Flags, Resolver,
     DEFAULT_ENVIRONMENTS, DURABILITY_NOTE, PRESETS,
 };
 use schema::stats::ProcessReport;
@@ -434,7 +434,8 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(matches);
     match cli.command {
-        Command::Migrate(a) => cmd_migrate(&a, sub),
+        // the args structs declare the flags; values are resolved from `sub`
+        Command::Migrate(_) => cmd_migrate(sub),
         Command::Run(a) => cmd_run(&a, sub),
         Command::Matrix(a) => cmd_matrix(&a, sub),
         Command::Presets => {
@@ -449,7 +450,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn cmd_migrate(a: &MigrateArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
+fn cmd_migrate(m: &ArgMatches) -> anyhow::Result<ExitCode> {
     let flags = flags_of(m, LOAD_IDS);
     let r = Resolver::new(&flags, &process_env);
     let url = r
@@ -465,7 +466,6 @@ fn cmd_migrate(a: &MigrateArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
         None,
         parse_environments(DEFAULT_ENVIRONMENTS).map_err(anyhow::Error::msg)?,
     )?;
-    let _ = a;
     let done = schema::migrate::migrate(&target, knobs.journal_mode.value, &environments.value)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
@@ -858,9 +858,4 @@ fn cmd_probe(a: &ProbeArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
-}
-
-/// Whether a resolved value came from the user rather than a default.
-pub fn user_set(source: &Source) -> bool {
-    !matches!(source, Source::Default | Source::Preset(_))
 }

@@ -227,7 +227,8 @@ pub fn diagnose(process: &str, class: LockClass, s: &ReportSettings) -> String {
             " (ATOMIC_REQUESTS wraps the view's reads and its writes in one deferred transaction)"
         }
         ("runbuilds", LockClass::BusyUpgrade | LockClass::BusySnapshot) => {
-            " (Toaster's runbuilds reads the free environments, then locks them, inside one transaction)"
+            " (Toaster's runbuilds reads the free environments, then locks them, or saves the postponed \
+request back, inside one transaction)"
         }
         _ => "",
     };

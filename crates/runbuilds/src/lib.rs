@@ -70,6 +70,9 @@ pub enum Step {
     Expired(Vec<RequestId>),
     /// The claim lost a race or its environments went: nothing written.
     Lost(String),
+    /// Requests wait for environments; as Toaster does, the oldest was saved
+    /// back as queued (toaster and single strategies).
+    Postponed(RequestId),
     /// A database operation gave up (already counted and logged).
     GaveUp,
     Idle,
@@ -185,8 +188,14 @@ impl Scheduler {
                 let requests = Build::expire(tx.conn(), cutoff)?;
                 tx.wrote(requests.len());
                 for r in &requests {
-                    let n = BuildRequest::set_state(tx.conn(), *r, RequestState::Failed)?;
-                    tx.wrote(n);
+                    // Only a request still running fails: the duplicate build of
+                    // a double-claimed request must not undo a completion.
+                    for from in [RequestState::InProgress, RequestState::Cancelling] {
+                        let reason = Some("lease expired: the ingester stopped renewing");
+                        tx.counted(|c| {
+                            BuildRequest::transition(c, *r, from, RequestState::Failed, reason)
+                        })?;
+                    }
                 }
                 Ok(requests)
             })
@@ -215,6 +224,9 @@ impl Scheduler {
             }),
             ClaimStrategy::Toaster | ClaimStrategy::Guarded => {
                 let plan = self.read(op, conn)?;
+                if self.needs_no_write(&plan) {
+                    return Ok(Step::Idle);
+                }
                 op.write(conn, |tx| self.write_plan(tx, plan.clone()))
             }
         });
@@ -245,6 +257,15 @@ impl Scheduler {
         }
     }
 
+    /// Whether a plan leads to no write at all with this strategy.
+    fn needs_no_write(&self, plan: &Plan) -> bool {
+        match plan {
+            Plan::Idle { .. } => true,
+            Plan::Postpone { .. } => self.strategy == ClaimStrategy::Guarded,
+            _ => false,
+        }
+    }
+
     /// The write phase, inside the caller's transaction.
     pub fn write_plan(
         &self,
@@ -253,6 +274,14 @@ impl Scheduler {
     ) -> Result<Step, schema::TxError> {
         match plan {
             Plan::Idle { .. } => Ok(Step::Idle),
+            Plan::Postpone { request, needs, .. } => match self.strategy {
+                ClaimStrategy::Guarded => Ok(Step::Idle),
+                ClaimStrategy::Toaster | ClaimStrategy::Single => {
+                    let n = claim::postpone(tx.conn(), request, &needs)?;
+                    tx.wrote(n);
+                    Ok(Step::Postponed(request))
+                }
+            },
             Plan::Unsatisfiable { request, reason } => {
                 let n = BuildRequest::transition(
                     tx.conn(),
@@ -356,13 +385,9 @@ impl SplitClaim<'_> {
 }
 
 /// Resolves runbuilds' own settings.
-pub fn poll_interval(
-    own: &OwnArgs,
-    matches: &clap::ArgMatches,
-) -> anyhow::Result<Sourced<Duration>> {
+pub fn poll_interval(matches: &clap::ArgMatches) -> anyhow::Result<Sourced<Duration>> {
     let flags = daemon::flags_from_matches(matches, OWN_IDS);
     let r = schema::settings::Resolver::new(&flags, &schema::settings::process_env);
-    let _ = own;
     let v = r.get(
         def::POLL_INTERVAL,
         parse_duration,
@@ -443,10 +468,12 @@ fn scheduler_loop(
     while !s.lab.is_stopping() {
         let steps = s.run_once(&mut conn, d.is_draining());
         let busy = steps.iter().any(|st| {
-            matches!(
-                st,
-                Step::Claimed(_) | Step::Released(_) | Step::FailedUnsatisfiable(_)
-            )
+            match st {
+                Step::Claimed(_) | Step::Released(_) | Step::FailedUnsatisfiable(_) => true,
+                // an expiry frees environments at the next step: go on at once
+                Step::Expired(requests) => !requests.is_empty(),
+                _ => false,
+            }
         });
         if !busy {
             wake.wait(poll);

@@ -5,13 +5,12 @@ use clap::{CommandFactory, FromArgMatches};
 #[actix_web::main]
 async fn main() -> ExitCode {
     let matches = runbuilds::Config::command().get_matches();
-    let config = match runbuilds::Config::from_arg_matches(&matches) {
-        Ok(c) => c,
-        Err(e) => e.exit(),
-    };
+    if let Err(e) = runbuilds::Config::from_arg_matches(&matches) {
+        e.exit();
+    }
     daemon::init_logging();
     let started = daemon::settings_from(&matches, runbuilds::OWN_IDS, runbuilds::DEFAULTS)
-        .and_then(|s| Ok((runbuilds::poll_interval(&config.own, &matches)?, s)))
+        .and_then(|s| Ok((runbuilds::poll_interval(&matches)?, s)))
         .and_then(|(poll, s)| Ok((poll, daemon::Daemon::start(s, 2)?)));
     let (poll, d) = match started {
         Ok(x) => x,

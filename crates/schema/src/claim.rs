@@ -30,8 +30,16 @@ pub const QUEUE_SCAN: i64 = 200;
 /// What the read phase decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    /// Nothing queued, or nothing that fits the free environments now.
+    /// Nothing queued.
     Idle { queued: usize },
+    /// Requests are queued but none fits the free environments now. Toaster's
+    /// runbuilds then saves the oldest one back as queued ("postpone the
+    /// request") inside its environment transaction: see [`postpone`].
+    Postpone {
+        request: RequestId,
+        needs: Needs,
+        queued: usize,
+    },
     /// A request no registered environments could ever satisfy.
     Unsatisfiable { request: RequestId, reason: String },
     /// Claim this request with these environments.
@@ -98,9 +106,36 @@ pub fn read_phase(conn: &mut SqliteConnection) -> diesel::QueryResult<Plan> {
             });
         }
     }
-    Ok(Plan::Idle {
+    let oldest = &queued[0];
+    Ok(Plan::Postpone {
+        request: oldest.id,
+        needs: oldest.needs.clone(),
         queued: queued.len(),
     })
+}
+
+/// What Toaster's runbuilds does when no environment is free for the request
+/// it selected: inside the environment transaction it reads the free
+/// environments, finds none that fit, and saves the request back as queued
+/// (`br.state = REQ_QUEUED; br.save()`). A read, then a write, in one
+/// transaction, on every poll while requests wait. (The guarded strategy
+/// writes nothing in this case.)
+pub fn postpone(
+    conn: &mut SqliteConnection,
+    request: RequestId,
+    needs: &Needs,
+) -> Result<usize, TxError> {
+    let kinds: Vec<&str> = needs.0.keys().map(String::as_str).collect();
+    let free = Environment::free_of_kinds(conn, &kinds)?;
+    if fit(needs, &free).is_some() {
+        // An environment came free since the read phase: the next poll claims.
+        return Ok(0);
+    }
+    Ok(BuildRequest::set_state(
+        conn,
+        request,
+        RequestState::Queued,
+    )?)
 }
 
 /// Toaster's write: read the free environments of the needed kinds and lock

@@ -104,7 +104,8 @@ fn open_for_reading(target: &DbTarget, path: &str) -> Result<LabConn, SchemaErro
         busy_timeout: std::time::Duration::from_secs(10),
         ..Policy::default()
     };
-    LabConn::open(target, Arc::new(policy), false).map_err(|e| classify_open_error(path, e.to_string()))
+    LabConn::open(target, Arc::new(policy), false)
+        .map_err(|e| classify_open_error(path, e.to_string()))
 }
 
 /// What the file holds.

@@ -220,13 +220,17 @@ impl Op<'_> {
             None => "giving up".to_string(),
         };
         log::warn!(
-            "{}: {} failed class={} waited_ms={:.1} op={} phase={} attempt={} code={}: {}",
+            "{}: {} failed class={} waited_ms={:.1} op={} attempt={} code={}: {}",
             self.lab.process,
-            self.name,
+            match e.phase {
+                crate::error::Phase::Begin => "begin",
+                crate::error::Phase::Commit => "commit",
+                crate::error::Phase::Read => "read",
+                crate::error::Phase::Body | crate::error::Phase::Autocommit => "statement",
+            },
             e.class,
             e.waited_ms(),
             self.name,
-            e.phase,
             attempt,
             e.extended_code,
             what

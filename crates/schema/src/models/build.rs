@@ -55,9 +55,13 @@ impl Build {
         build::table
             .inner_join(build_request::table)
             .filter(build::completed_at.is_null())
-            .filter(
-                build_request::state.eq_any([RequestState::InProgress, RequestState::Cancelling]),
-            )
+            // A completed request may still have an unfinished duplicate build
+            // (a double claim): it is ingested too, so its environments come free.
+            .filter(build_request::state.eq_any([
+                RequestState::InProgress,
+                RequestState::Cancelling,
+                RequestState::Completed,
+            ]))
             .filter(
                 build::owner
                     .is_null()
