@@ -28,7 +28,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
 use schema::db::DbTarget;
 use schema::settings::{
-    def, parse_duration, parse_environments, process_env, Def, Flags, Resolver,
+    def, parse_duration, parse_environments, process_env, Def, Flags, Knobs, Resolver,
     DEFAULT_ENVIRONMENTS, DURABILITY_NOTE, PRESETS,
 };
 use schema::stats::ProcessReport;
@@ -91,9 +91,10 @@ pub struct MigrateArgs {
     pub environments: Option<String>,
 }
 
-/// The load and the run's shape, shared by `run` and `matrix`.
+/// The HTTP load of the original demo's script, shared by `run`, `matrix` and
+/// `loadgen`.
 #[derive(Debug, Clone, Args)]
-pub struct LoadArgs {
+pub struct HttpLoadArgs {
     /// Concurrent HTTP clients (alias CLIENTS).
     #[arg(long, env = "LAB_CLIENTS", value_name = "N")]
     pub clients: Option<String>,
@@ -103,9 +104,20 @@ pub struct LoadArgs {
     /// Pause between one client's requests (alias SLEEP).
     #[arg(long, env = "LAB_SLEEP", value_name = "DURATION")]
     pub sleep: Option<String>,
-    /// Length of the load phase (alias DURATION).
+    /// Length of the load (alias DURATION; 30s for run, 20s per preset for
+    /// matrix, 60s for loadgen).
     #[arg(long, env = "LAB_DURATION", value_name = "DURATION")]
     pub duration: Option<String>,
+    /// Per-request timeout (default: busy timeout + retry deadline + 10s).
+    #[arg(long, env = "LAB_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+}
+
+/// The load and the run's shape, shared by `run` and `matrix`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub http: HttpLoadArgs,
     /// Events in each build's stream.
     #[arg(long, env = "LAB_EVENTS_PER_BUILD", value_name = "N")]
     pub events_per_build: Option<String>,
@@ -127,9 +139,6 @@ pub struct LoadArgs {
     /// Longest wait for builds to finish after the load.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub drain_timeout: String,
-    /// The loadgen's per-request timeout (default: busy timeout + retry deadline + 10s).
-    #[arg(long, env = "LAB_REQUEST_TIMEOUT", value_name = "DURATION")]
-    pub request_timeout: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -226,18 +235,8 @@ pub struct LoadgenArgs {
         value_name = "URL"
     )]
     pub target: String,
-    /// Concurrent HTTP clients (alias CLIENTS).
-    #[arg(long, env = "LAB_CLIENTS", value_name = "N")]
-    pub clients: Option<String>,
-    /// Build requests per HTTP request (alias NUM).
-    #[arg(long, env = "LAB_NUM", value_name = "N")]
-    pub num: Option<String>,
-    /// Pause between one client's requests (alias SLEEP).
-    #[arg(long, env = "LAB_SLEEP", value_name = "DURATION")]
-    pub sleep: Option<String>,
-    /// How long to send (alias DURATION; default 60s).
-    #[arg(long, env = "LAB_DURATION", value_name = "DURATION")]
-    pub duration: Option<String>,
+    #[command(flatten)]
+    pub http: HttpLoadArgs,
     /// A daemon's base URL for the closing table (repeatable; env: comma-separated).
     #[arg(
         long = "stats-url",
@@ -249,9 +248,6 @@ pub struct LoadgenArgs {
     /// Write one JSON line per request here.
     #[arg(long, env = "LAB_LOADGEN_LOG", value_name = "FILE")]
     pub log: Option<PathBuf>,
-    /// Per-request timeout (default: busy timeout + retry deadline + 10s).
-    #[arg(long, env = "LAB_REQUEST_TIMEOUT", value_name = "DURATION")]
-    pub request_timeout: Option<String>,
     /// Project name every request uses.
     #[arg(long, default_value = "locklab-demo", value_name = "NAME")]
     pub project: String,
@@ -308,6 +304,58 @@ fn count_parser(what: &'static str, max: u32) -> impl Fn(&str) -> Result<u32, St
     }
 }
 
+/// The HTTP load, resolved: flag > LAB_* > the load script's CLIENTS, NUM,
+/// SLEEP, DURATION > default.
+struct HttpLoad {
+    clients: u32,
+    num: u32,
+    sleep: Duration,
+    duration: Duration,
+    request_timeout: Duration,
+}
+
+fn http_load(
+    r: &Resolver<'_>,
+    knobs: &Knobs,
+    default_duration: Duration,
+) -> anyhow::Result<HttpLoad> {
+    let duration = r
+        .get(def::DURATION, parse_duration, None, None, default_duration)?
+        .value;
+    if duration.is_zero() {
+        bail!("the duration must be above 0");
+    }
+    let default_timeout =
+        knobs.busy_timeout.value + knobs.retry_deadline.value + Duration::from_secs(10);
+    Ok(HttpLoad {
+        clients: r
+            .get(
+                def::CLIENTS,
+                count_parser("client count", 256),
+                None,
+                None,
+                4,
+            )?
+            .value,
+        num: r
+            .get(def::NUM, count_parser("NUM", 1000), None, None, 50)?
+            .value,
+        sleep: r
+            .get(def::SLEEP, parse_duration, None, None, Duration::ZERO)?
+            .value,
+        duration,
+        request_timeout: r
+            .get(
+                def::REQUEST_TIMEOUT,
+                parse_duration,
+                None,
+                None,
+                default_timeout,
+            )?
+            .value,
+    })
+}
+
 /// Resolves `run`'s options (and `matrix`'s, per preset).
 fn run_options(
     matches: &ArgMatches,
@@ -323,27 +371,7 @@ fn run_options(
     }
     let r = Resolver::new(&flags, &process_env);
     let knobs = r.knobs()?;
-    let clients = r
-        .get(
-            def::CLIENTS,
-            count_parser("client count", 256),
-            None,
-            None,
-            4,
-        )?
-        .value;
-    let num = r
-        .get(def::NUM, count_parser("NUM", 1000), None, None, 50)?
-        .value;
-    let sleep = r
-        .get(def::SLEEP, parse_duration, None, None, Duration::ZERO)?
-        .value;
-    let duration = r
-        .get(def::DURATION, parse_duration, None, None, default_duration)?
-        .value;
-    if duration.is_zero() {
-        bail!("the duration must be above 0");
-    }
+    let load_shape = http_load(&r, &knobs, default_duration)?;
     let events_per_build = r
         .get(
             def::EVENTS_PER_BUILD,
@@ -373,17 +401,6 @@ fn run_options(
     };
     let drain_timeout =
         parse_duration(&load.drain_timeout).map_err(|m| anyhow::anyhow!("--drain-timeout: {m}"))?;
-    let default_timeout =
-        knobs.busy_timeout.value + knobs.retry_deadline.value + Duration::from_secs(10);
-    let request_timeout = r
-        .get(
-            def::REQUEST_TIMEOUT,
-            parse_duration,
-            None,
-            None,
-            default_timeout,
-        )?
-        .value;
     if load.runbuilds == 0 || load.runbuilds > 16 {
         bail!("--runbuilds must be between 1 and 16");
     }
@@ -403,10 +420,10 @@ fn run_options(
     Ok(run::RunOptions {
         preset: knobs.preset.value.name.to_string(),
         knob_flags,
-        duration,
-        clients,
-        num,
-        sleep,
+        duration: load_shape.duration,
+        clients: load_shape.clients,
+        num: load_shape.num,
+        sleep: load_shape.sleep,
         runbuilds: load.runbuilds,
         drain_timeout,
         out,
@@ -418,7 +435,7 @@ fn run_options(
         poll_interval: raw(def::POLL_INTERVAL)?,
         environments,
         journal_mode: knobs.journal_mode.value,
-        request_timeout,
+        request_timeout: load_shape.request_timeout,
         interactive: true,
     })
 }
@@ -736,43 +753,14 @@ fn cmd_loadgen(a: &LoadgenArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
     let flags = flags_of(m, LOAD_IDS);
     let r = Resolver::new(&flags, &process_env);
     let knobs = r.knobs()?;
-    let default_timeout =
-        knobs.busy_timeout.value + knobs.retry_deadline.value + Duration::from_secs(10);
+    let l = http_load(&r, &knobs, Duration::from_secs(60))?;
     let spec = loadgen::LoadSpec {
         target: a.target.clone(),
-        clients: r
-            .get(
-                def::CLIENTS,
-                count_parser("client count", 256),
-                None,
-                None,
-                4,
-            )?
-            .value,
-        num: r
-            .get(def::NUM, count_parser("NUM", 1000), None, None, 50)?
-            .value,
-        sleep: r
-            .get(def::SLEEP, parse_duration, None, None, Duration::ZERO)?
-            .value,
-        duration: r
-            .get(
-                def::DURATION,
-                parse_duration,
-                None,
-                None,
-                Duration::from_secs(60),
-            )?
-            .value,
-        request_timeout: r
-            .get(
-                def::REQUEST_TIMEOUT,
-                parse_duration,
-                None,
-                None,
-                default_timeout,
-            )?
-            .value,
+        clients: l.clients,
+        num: l.num,
+        sleep: l.sleep,
+        duration: l.duration,
+        request_timeout: l.request_timeout,
         project: a.project.clone(),
         log: a.log.clone(),
     };
