@@ -3,8 +3,9 @@
 //! failure marked with its class. A reader sees who held the lock when another
 //! process failed.
 //!
-//! The svg crate builds the document; spans closer than a pixel are merged, so
-//! a 15,000-event build stays a few thousand shapes.
+//! The svg crate builds the document. Each pixel column is shaded by the share
+//! of its time spent holding (or waiting for) the lock, so a 15,000-event build
+//! stays a few thousand shapes and interleaved holds are not drawn as overlaps.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,16 +32,58 @@ pub fn class_color(class: LockClass) -> &'static str {
     }
 }
 
-fn merge(mut spans: Vec<(i64, i64)>, gap: i64) -> Vec<(i64, i64)> {
-    spans.sort();
-    let mut out: Vec<(i64, i64)> = Vec::new();
-    for (a, b) in spans {
-        match out.last_mut() {
-            Some(last) if a <= last.1 + gap => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
+/// Microseconds of each pixel column covered by the spans.
+fn coverage(
+    spans: impl Iterator<Item = (i64, i64)>,
+    t0: i64,
+    px_us: i64,
+    columns: usize,
+) -> Vec<i64> {
+    let px_us = px_us.max(1);
+    let mut cov = vec![0i64; columns];
+    for (a, b) in spans.filter(|(a, b)| b > a) {
+        let (a, b) = (a - t0, b - t0);
+        let first = usize::try_from(a / px_us).unwrap_or(0);
+        let last = usize::try_from((b - 1) / px_us)
+            .unwrap_or(0)
+            .min(columns.saturating_sub(1));
+        for (col, slot) in cov.iter_mut().enumerate().take(last + 1).skip(first) {
+            let lo = (col as i64 * px_us).max(a);
+            let hi = ((col as i64 + 1) * px_us).min(b);
+            *slot += (hi - lo).max(0);
         }
     }
-    out
+    cov
+}
+
+/// Draws runs of columns with the same share (in tenths) as one rectangle
+/// whose opacity is the share.
+fn shade(mut doc: Document, cov: &[i64], y: f64, h: f64, color: &str, px_us: i64) -> Document {
+    let level = |c: i64| {
+        ((c as f64 / px_us.max(1) as f64) * 10.0)
+            .ceil()
+            .clamp(0.0, 10.0) as u8
+    };
+    let mut col = 0;
+    while col < cov.len() {
+        let l = level(cov[col]);
+        let start = col;
+        while col < cov.len() && level(cov[col]) == l {
+            col += 1;
+        }
+        if l > 0 {
+            doc = doc.add(
+                Rectangle::new()
+                    .set("x", LEFT + start as f64)
+                    .set("y", y)
+                    .set("width", (col - start) as f64)
+                    .set("height", h)
+                    .set("fill", color)
+                    .set("fill-opacity", f64::from(l) / 10.0),
+            );
+        }
+    }
+    doc
 }
 
 /// Builds the SVG from trace events of several processes.
@@ -94,39 +137,27 @@ pub fn render(events: &[TraceEvent], title: &str) -> Document {
                 .set("y2", y + LANE - 4.0)
                 .set("stroke", "#ddd"),
         );
-        let waits = merge(
+        // Each pixel column is shaded by the share of its time the process
+        // waited for (pale) or held (solid) the write lock: thousands of
+        // millisecond holds of several processes interleave inside one pixel,
+        // and a merged bar would show them holding it at once.
+        let columns = plot.ceil() as usize + 1;
+        let waits = coverage(
             evs.iter()
-                .map(|e| (e.wait_start_us, e.acquired_us.unwrap_or(e.end_us)))
-                .filter(|(a, b)| b > a)
-                .collect(),
+                .map(|e| (e.wait_start_us, e.acquired_us.unwrap_or(e.end_us))),
+            t0,
             px_us,
+            columns,
         );
-        for (a, b) in waits {
-            doc = doc.add(
-                Rectangle::new()
-                    .set("x", x(a))
-                    .set("y", y + 22.0)
-                    .set("width", (x(b) - x(a)).max(0.5))
-                    .set("height", 8)
-                    .set("fill", "#c6dbef"),
-            );
-        }
-        let held = merge(
+        doc = shade(doc, &waits, y + 22.0, 8.0, "#6baed6", px_us);
+        let held = coverage(
             evs.iter()
-                .filter_map(|e| e.acquired_us.map(|a| (a, e.end_us.max(a))))
-                .collect(),
+                .filter_map(|e| e.acquired_us.map(|a| (a, e.end_us.max(a)))),
+            t0,
             px_us,
+            columns,
         );
-        for (a, b) in held {
-            doc = doc.add(
-                Rectangle::new()
-                    .set("x", x(a))
-                    .set("y", y + 8.0)
-                    .set("width", (x(b) - x(a)).max(0.5))
-                    .set("height", 14)
-                    .set("fill", "#1f77b4"),
-            );
-        }
+        doc = shade(doc, &held, y + 8.0, 14.0, "#1f77b4", px_us);
         // one marker per pixel and class, titled with its count
         let mut marks: BTreeMap<(i64, LockClass), (i64, usize)> = BTreeMap::new();
         for e in evs.iter().filter(|e| e.outcome == "failed") {
@@ -149,7 +180,7 @@ pub fn render(events: &[TraceEvent], title: &str) -> Document {
     let mut lx = LEFT;
     for (label, color) in [
         ("write lock held", "#1f77b4"),
-        ("waiting for it", "#c6dbef"),
+        ("waiting for it", "#6baed6"),
     ] {
         doc = doc
             .add(
