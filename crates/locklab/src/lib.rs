@@ -267,10 +267,10 @@ pub struct ProbeArgs {
 fn flags_of(matches: &ArgMatches, ids: &[(&str, Def)]) -> Flags {
     let mut flags = Flags::new();
     for (id, d) in ids {
-        if matches.try_get_one::<String>(id).is_ok()
-            && matches.value_source(id) == Some(ValueSource::CommandLine)
-        {
-            if let Ok(Some(v)) = matches.try_get_one::<String>(id) {
+        // try_get_one also skips ids this subcommand does not define
+        // (value_source would panic on those)
+        if let Ok(Some(v)) = matches.try_get_one::<String>(id) {
+            if matches.value_source(id) == Some(ValueSource::CommandLine) {
                 flags.insert(d.key, v.clone());
             }
         }
