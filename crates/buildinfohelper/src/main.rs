@@ -18,16 +18,7 @@ async fn main() -> ExitCode {
     .and_then(|(own, s)| Ok((own, daemon::Daemon::start(s, 2)?)));
     let (own, d) = match started {
         Ok(x) => x,
-        Err(e) => {
-            eprintln!("buildinfohelper: cannot start: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return daemon::cannot_start("buildinfohelper", &e),
     };
-    match buildinfohelper::run(d, own).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("buildinfohelper: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon::exit_code("buildinfohelper", buildinfohelper::run(d, own).await)
 }

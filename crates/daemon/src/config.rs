@@ -267,7 +267,10 @@ impl Daemon {
         for (key, value, source) in settings.knobs.describe() {
             match key {
                 "journal_mode" => {
-                    log::info!("{name}: setting journal_mode={journal} source=file");
+                    log::info!(
+                        "{name}: setting journal_mode={journal} source={}",
+                        Source::File
+                    );
                     let wanted = settings.knobs.journal_mode.value;
                     if journal != wanted.as_str() && source != Source::Default {
                         log::warn!(

@@ -198,3 +198,20 @@ pub async fn serve(
         None => Ok(()),
     }
 }
+
+/// The exit of a daemon that could not start: its one line, and code 2.
+pub fn cannot_start(name: &str, e: &anyhow::Error) -> std::process::ExitCode {
+    eprintln!("{name}: cannot start: {e:#}");
+    std::process::ExitCode::from(2)
+}
+
+/// The exit of a daemon that ran: 0, or its error and 1.
+pub fn exit_code(name: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

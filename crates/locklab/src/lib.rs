@@ -436,7 +436,6 @@ fn run_options(
         environments,
         journal_mode: knobs.journal_mode.value,
         request_timeout: load_shape.request_timeout,
-        interactive: true,
     })
 }
 

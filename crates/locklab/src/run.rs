@@ -48,25 +48,19 @@ pub struct RunOptions {
     pub environments: Vec<(String, u32)>,
     pub journal_mode: schema::settings::JournalMode,
     pub request_timeout: Duration,
-    /// Show the live progress bar and print the table.
-    pub interactive: bool,
 }
 
 /// Where the daemon binaries are: next to this executable.
 pub fn daemon_binaries() -> anyhow::Result<Vec<(String, PathBuf)>> {
-    let exe = std::env::current_exe().context("finding locklab's own path")?;
-    let dir = exe
-        .parent()
-        .context("locklab's path has no directory")?
-        .to_path_buf();
+    let dir = daemon::spawn::bin_dir()?;
     let mut found = Vec::new();
     for name in DAEMONS {
         let path = dir.join(name);
         if !path.is_file() {
             bail!(
-                "missing daemon binary `{name}` next to {}; build all four binaries with \
+                "missing daemon binary `{name}` in {}, next to locklab; build all four binaries with \
                  `cargo build --release` (or `cargo build --workspace` for target/debug) and run locklab from there",
-                exe.display()
+                dir.display()
             );
         }
         found.push((name.to_string(), path));
@@ -256,17 +250,15 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     let target = DbTarget::Sqlite(db_path.clone());
     let migrated = schema::migrate::migrate(&target, opts.journal_mode, &opts.environments)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if opts.interactive {
-        eprintln!(
-            "locklab: database {} (journal_mode={}), preset {}, {} clients × NUM {} for {}",
-            db_path.display(),
-            migrated.journal_mode,
-            opts.preset,
-            opts.clients,
-            opts.num,
-            schema::settings::fmt_duration(opts.duration)
-        );
-    }
+    eprintln!(
+        "locklab: database {} (journal_mode={}), preset {}, {} clients × NUM {} for {}",
+        db_path.display(),
+        migrated.journal_mode,
+        opts.preset,
+        opts.clients,
+        opts.num,
+        schema::settings::fmt_duration(opts.duration)
+    );
 
     let mut daemons: Vec<Spawned> = Vec::new();
     let bin = |n: &str| {
@@ -332,7 +324,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     };
     let load = Load::start(&spec)?;
     let tty = std::io::stderr().is_terminal();
-    let bar = if opts.interactive && tty {
+    let bar = if tty {
         let bar = ProgressBar::new(opts.duration.as_secs().max(1));
         bar.set_style(
             ProgressStyle::with_template("{elapsed_precise} [{bar:25}] {msg}")
@@ -348,7 +340,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         if let Some(bar) = &bar {
             bar.set_position(load.started.elapsed().as_secs());
             bar.set_message(progress_message(&agent, &daemons, &load.state));
-        } else if opts.interactive && last_plain.elapsed() >= Duration::from_secs(5) {
+        } else if last_plain.elapsed() >= Duration::from_secs(5) {
             last_plain = Instant::now();
             eprintln!(
                 "locklab: {:>4.0}s {}",
@@ -359,9 +351,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     }
     if interrupted.load(Ordering::SeqCst) {
         load.state.stop.store(true, Ordering::SeqCst);
-        if opts.interactive {
-            eprintln!("locklab: interrupted: stopping the load, then draining");
-        }
+        eprintln!("locklab: interrupted: stopping the load, then draining");
     }
     // 1. the loadgen stops sending and waits for its in-flight replies
     let (loadgen, load_elapsed) = load.finish()?;
@@ -378,7 +368,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     let drain_start = Instant::now();
     let mut watcher = LabConn::open(&target, Arc::new(Policy::default()), false)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let spinner = if opts.interactive && tty {
+    let spinner = if tty {
         let s = ProgressBar::new_spinner();
         s.enable_steady_tick(Duration::from_millis(200));
         Some(s)
@@ -392,12 +382,10 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
             break;
         }
         if drain_start.elapsed() >= opts.drain_timeout {
-            if opts.interactive {
-                eprintln!(
-                    "locklab: drain timeout ({}) passed with builds still in progress; stopping anyway",
-                    schema::settings::fmt_duration(opts.drain_timeout)
-                );
-            }
+            eprintln!(
+                "locklab: drain timeout ({}) passed with builds still in progress; stopping anyway",
+                schema::settings::fmt_duration(opts.drain_timeout)
+            );
             break;
         }
         let msg = match state {
@@ -406,7 +394,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         };
         if let Some(s) = &spinner {
             s.set_message(msg);
-        } else if opts.interactive && last_plain.elapsed() >= Duration::from_secs(5) {
+        } else if last_plain.elapsed() >= Duration::from_secs(5) {
             last_plain = Instant::now();
             eprintln!("locklab: {msg}");
         }

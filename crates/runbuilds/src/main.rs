@@ -14,16 +14,7 @@ async fn main() -> ExitCode {
         .and_then(|(poll, s)| Ok((poll, daemon::Daemon::start(s, 2)?)));
     let (poll, d) = match started {
         Ok(x) => x,
-        Err(e) => {
-            eprintln!("runbuilds: cannot start: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return daemon::cannot_start("runbuilds", &e),
     };
-    match runbuilds::run(d, poll).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("runbuilds: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon::exit_code("runbuilds", runbuilds::run(d, poll).await)
 }

@@ -46,7 +46,7 @@ use diesel::sqlite::SqliteConnection;
 use libsqlite3_sys as ffi;
 
 use crate::error::{DbError, LockClass, Phase, TxError};
-use crate::settings::{JournalMode, RetryPolicy, Synchronous, TxnMode};
+use crate::settings::{RetryPolicy, Synchronous, TxnMode};
 use crate::types::now_micros;
 
 /// The connection policy applied on every connection.
@@ -752,13 +752,7 @@ impl LabConn {
             },
             rows: 0,
         };
-        let begin = match self.policy.txn_mode {
-            TxnMode::Deferred => "BEGIN DEFERRED",
-            TxnMode::Immediate => "BEGIN IMMEDIATE",
-        };
-        if let Err(e) = self.conn.batch_execute(begin) {
-            let err = self.classify(Phase::Begin, &e);
-            self.rollback_after_failure();
+        if let Err(err) = self.open_txn() {
             return Err(fail(self, AttemptFailure::Db(err)));
         }
         let mut tx = Tx {
@@ -783,9 +777,7 @@ impl LabConn {
             // LAB_TXN_WORK: a slower stack's time inside the transaction.
             std::thread::sleep(self.policy.txn_work);
         }
-        if let Err(e) = self.conn.batch_execute("COMMIT") {
-            let err = self.classify(Phase::Commit, &e);
-            self.rollback_after_failure();
+        if let Err(err) = self.commit() {
             return Err(fail(self, AttemptFailure::Db(err)));
         }
         Ok((
@@ -805,6 +797,12 @@ impl LabConn {
     /// [`LabConn::rollback`]. Everything else uses [`LabConn::write_txn`].
     pub fn begin(&mut self) -> Result<(), DbError> {
         self.begin_attempt();
+        self.open_txn()
+    }
+
+    /// BEGIN as the policy's transaction mode says; on failure the class is
+    /// read, then anything half-open is rolled back.
+    fn open_txn(&mut self) -> Result<(), DbError> {
         let begin = match self.policy.txn_mode {
             TxnMode::Deferred => "BEGIN DEFERRED",
             TxnMode::Immediate => "BEGIN IMMEDIATE",
@@ -911,11 +909,6 @@ pub(crate) fn pragma_text(conn: &mut SqliteConnection, pragma: &str) -> QueryRes
             .get_result::<SynchronousRow>(conn)
             .map(|r| r.synchronous),
     }
-}
-
-/// Reads the file's journal mode as a [`JournalMode`], if it is one of the lab's.
-pub fn parse_journal_mode(mode: &str) -> Option<JournalMode> {
-    mode.parse().ok()
 }
 
 // ---------------------------------------------------------------------------

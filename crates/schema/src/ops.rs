@@ -95,10 +95,6 @@ enum Kind {
 }
 
 impl Op<'_> {
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// A write transaction, begun as the policy's transaction mode says, retried
     /// as its retry policy says.
     pub fn write<T>(

@@ -13,16 +13,7 @@ async fn main() -> ExitCode {
         .and_then(|s| daemon::Daemon::start(s, webui::POOL_SIZE));
     let d = match started {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("webui: cannot start: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return daemon::cannot_start("webui", &e),
     };
-    match webui::run(d).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("webui: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon::exit_code("webui", webui::run(d).await)
 }
