@@ -47,6 +47,15 @@ pub struct CommonArgs {
     /// How often to log the one-line summary.
     #[arg(long, env = "LAB_STATS_INTERVAL", value_name = "DURATION")]
     pub stats_interval: Option<String>,
+    /// runbuilds' pidfile (default `.NAME.pid` beside the database): runbuilds
+    /// writes it; webui and buildinfohelper read it to send SIGUSR1 under
+    /// LAB_WAKE=notify.
+    #[arg(long, env = "LAB_PIDFILE", value_name = "FILE")]
+    pub pidfile: Option<String>,
+    /// Where to POST /wake when runbuilds cannot be signalled (another PID
+    /// namespace, e.g. compose): comma-separated base URLs of runbuilds.
+    #[arg(long = "wake-url", env = "LAB_WAKE_URLS", value_name = "URLS")]
+    pub wake_urls: Option<String>,
     #[command(flatten)]
     pub knobs: KnobArgs,
 }
@@ -87,6 +96,14 @@ pub struct KnobArgs {
     /// App work inside each write transaction, modelling a slower stack.
     #[arg(long, env = "LAB_TXN_WORK", value_name = "DURATION")]
     pub txn_work: Option<String>,
+    /// What makes runbuilds schedule: poll (every poll interval) or notify
+    /// (only when webui or buildinfohelper wake it, as Toaster does).
+    #[arg(long, env = "LAB_WAKE", value_name = "MODE")]
+    pub wake: Option<String>,
+    /// How webui creates a request: lab (the demo's view) or toaster (Build
+    /// row, request, child rows, each its own transaction).
+    #[arg(long, env = "LAB_CREATE_SHAPE", value_name = "SHAPE")]
+    pub create_shape: Option<String>,
 }
 
 /// The keys of [`CommonArgs`] in clap's matches, with their setting keys.
@@ -99,6 +116,8 @@ const COMMON_IDS: &[(&str, Def)] = &[
     ("stats_out", def::STATS_OUT),
     ("trace_out", def::TRACE_OUT),
     ("stats_interval", def::STATS_INTERVAL),
+    ("pidfile", def::PIDFILE),
+    ("wake_urls", def::WAKE_URLS),
 ];
 
 /// The ids of [`KnobArgs`] in clap's matches, with their settings.
@@ -113,6 +132,8 @@ pub const KNOB_IDS: &[(&str, Def)] = &[
     ("claim", def::CLAIM),
     ("commit", def::COMMIT),
     ("txn_work", def::TXN_WORK),
+    ("wake", def::WAKE),
+    ("create_shape", def::CREATE_SHAPE),
 ];
 
 /// The values the user typed on the command line (not clap defaults, not values
@@ -140,6 +161,10 @@ pub struct Settings {
     pub stats_out: Option<Sourced<PathBuf>>,
     pub trace_out: Option<Sourced<PathBuf>>,
     pub stats_interval: Sourced<Duration>,
+    /// runbuilds' pidfile, if set (else the default beside the database).
+    pub pidfile: Option<Sourced<PathBuf>>,
+    /// runbuilds' base URLs for POST /wake.
+    pub wake_urls: Vec<String>,
     pub knobs: Knobs,
 }
 
@@ -205,6 +230,17 @@ impl Settings {
                 stats_interval.source
             );
         }
+        let wake_urls = r
+            .raw(def::WAKE_URLS)
+            .map(|s| {
+                s.value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Settings {
             database: Sourced::new(target, database.source),
             listen,
@@ -213,8 +249,18 @@ impl Settings {
             stats_out: path(def::STATS_OUT),
             trace_out: path(def::TRACE_OUT),
             stats_interval,
+            pidfile: path(def::PIDFILE),
+            wake_urls,
             knobs: r.knobs()?,
         })
+    }
+
+    /// runbuilds' pidfile: the setting, or `.NAME.pid` beside the database.
+    pub fn pidfile_for(&self, name: &str) -> PathBuf {
+        self.pidfile
+            .as_ref()
+            .map(|p| p.value.clone())
+            .unwrap_or_else(|| crate::wake::default_pidfile(self.database.value.path(), name))
     }
 }
 
@@ -227,6 +273,13 @@ pub struct Daemon {
     pub report_settings: ReportSettings,
     /// Set by POST /drain.
     pub draining: Arc<AtomicBool>,
+    /// Wakes runbuilds under LAB_WAKE=notify (None under poll).
+    pub notifier: Option<crate::wake::Notifier>,
+    /// A daemon whose work loop must confirm the drain (runbuilds: no claim
+    /// in flight) sets this; it then reports `drained` only once its loop
+    /// saw the drain.
+    pub acks_drain: AtomicBool,
+    pub drain_seen: AtomicBool,
 }
 
 impl Daemon {
@@ -237,8 +290,15 @@ impl Daemon {
         let name = settings.name.value.clone();
         let target = &settings.database.value;
         startup_check(target).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let pool =
-            build_pool(target, settings.knobs.policy(), pool_size).map_err(anyhow::Error::msg)?;
+        let lab = Lab::new(name.clone());
+        lab.stats
+            .set_busy_timeout(settings.knobs.busy_timeout.value);
+        // The busy handlers of this process give up when it stops.
+        let policy = schema::db::Policy {
+            stop: lab.stop_flag(),
+            ..settings.knobs.policy()
+        };
+        let pool = build_pool(target, policy, pool_size).map_err(anyhow::Error::msg)?;
         let mut conn = pool.get().context("opening a first connection")?;
         let (journal, synchronous) =
             schema::migrate::read_file_modes(&mut conn).context("reading the journal mode back")?;
@@ -314,13 +374,38 @@ impl Daemon {
             }
             None => None,
         };
+        if let Some(p) = &settings.pidfile {
+            log::info!(
+                "{name}: setting pidfile={} source={}",
+                p.value.display(),
+                p.source
+            );
+        }
+        if !settings.wake_urls.is_empty() {
+            log::info!(
+                "{name}: setting wake_urls={} source=env(LAB_WAKE_URLS)",
+                settings.wake_urls.join(",")
+            );
+        }
+        let notifier =
+            (settings.knobs.wake.value == schema::settings::WakeMode::Notify).then(|| {
+                crate::wake::Notifier::new(
+                    &name,
+                    target.path(),
+                    settings.pidfile.as_ref().map(|p| p.value.clone()),
+                    settings.wake_urls.clone(),
+                )
+            });
         let report_settings = ReportSettings::from_knobs(&settings.knobs, &journal, &synchronous);
         Ok(Daemon {
-            lab: Lab::new(name).with_trace(trace),
+            lab: lab.with_trace(trace),
             settings,
             pool,
             report_settings,
             draining: Arc::new(AtomicBool::new(false)),
+            notifier,
+            acks_drain: AtomicBool::new(false),
+            drain_seen: AtomicBool::new(false),
         })
     }
 
@@ -330,6 +415,28 @@ impl Daemon {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Whether the drain has taken hold: draining, and (for a daemon that
+    /// confirms it) its work loop saw the drain with nothing in flight.
+    pub fn is_drained(&self) -> bool {
+        self.is_draining()
+            && (!self.acks_drain.load(Ordering::SeqCst) || self.drain_seen.load(Ordering::SeqCst))
+    }
+
+    /// Called by a work loop between passes: if draining, nothing this
+    /// process started before the drain is still in flight.
+    pub fn confirm_drain(&self) {
+        if self.is_draining() {
+            self.drain_seen.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Wakes runbuilds if the wake mode is `notify`.
+    pub fn notify_runbuilds(&self) {
+        if let Some(n) = &self.notifier {
+            n.notify();
+        }
     }
 
     /// The `/api/stats` body: one `processes[]` entry plus `settings`.
@@ -343,6 +450,10 @@ impl Daemon {
             obj.insert(
                 "draining".to_string(),
                 serde_json::Value::Bool(self.is_draining()),
+            );
+            obj.insert(
+                "drained".to_string(),
+                serde_json::Value::Bool(self.is_drained()),
             );
         }
         v

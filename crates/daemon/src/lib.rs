@@ -14,6 +14,7 @@ mod config;
 mod server;
 pub mod spawn;
 pub mod testkit;
+pub mod wake;
 
 pub use config::*;
 pub use server::*;

@@ -181,9 +181,15 @@ pub async fn serve(
         }
     });
     let _ = joined.await;
+    // A manual-mode transaction whose commits kept failing was abandoned.
+    daemon.lab.stats.abandon_open_txns();
     handle.stop(true).await;
     let _ = server_task.await;
-    let final_stats = daemon.stats_json();
+    let mut final_stats = daemon.stats_json();
+    if let Some(obj) = final_stats.as_object_mut() {
+        // Written after every worker stopped: no operation is in flight.
+        obj.insert("final".to_string(), serde_json::Value::Bool(true));
+    }
     if let Some(out) = &daemon.settings.stats_out {
         write_stats_file(&out.value, &final_stats)
             .with_context(|| format!("writing the final stats to {}", out.value.display()))?;

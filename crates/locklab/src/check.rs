@@ -42,6 +42,26 @@ pub struct CheckCounts {
     /// The events part of `duplicated` (added field).
     #[serde(default)]
     pub duplicated_events: u64,
+    /// Rows whose X-Request-Id is not in the loadgen log: nobody asked for
+    /// them (added field; null without the log).
+    #[serde(default)]
+    pub unlogged: Option<u64>,
+    /// Ids a 2xx returned that belong to another HTTP request, or to no row
+    /// of this one (added field; null without the log).
+    #[serde(default)]
+    pub misattributed: Option<u64>,
+    /// Stored events beyond their build's `events_expected` (added field).
+    #[serde(default)]
+    pub beyond_expected: u64,
+    /// The part of `stuck` whose build no ingester ever took (it waited for
+    /// one until the drain ended; added field).
+    #[serde(default)]
+    pub stuck_untaken: u64,
+    /// Build rows no request points at and no scheduler filled: what Toaster's
+    /// create leaves behind when it fails part way (reported, not a violation;
+    /// added field).
+    #[serde(default)]
+    pub orphaned_builds: u64,
 }
 
 impl CheckCounts {
@@ -55,7 +75,28 @@ impl CheckCounts {
             + self.leaked_bookings
             + self.partial_writes.unwrap_or(0)
             + self.stuck
+            + self.unlogged.unwrap_or(0)
+            + self.misattributed.unwrap_or(0)
+            + self.beyond_expected
             + u64::from(!self.integrity_ok)
+    }
+
+    /// The counts that could not be checked (null without the loadgen log).
+    pub fn unchecked(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        for (name, value) in [
+            ("lost rows", self.lost),
+            ("duplicated rows", self.duplicated),
+            ("partial_writes", self.partial_writes),
+            ("unconfirmed", self.unconfirmed),
+            ("unlogged", self.unlogged),
+            ("misattributed", self.misattributed),
+        ] {
+            if value.is_none() {
+                v.push(name);
+            }
+        }
+        v
     }
 }
 
@@ -70,6 +111,9 @@ pub struct LogLine {
     pub ids: Vec<i64>,
     #[serde(default)]
     pub client: u32,
+    /// A 2xx whose body could not be read: its ids are unknown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
 }
 
 pub fn read_log(path: &Path) -> anyhow::Result<Vec<LogLine>> {
@@ -144,19 +188,60 @@ pub fn check(
         }
     }
     let (mut lost_rows, mut dup_rows, mut partial, mut unconfirmed) = (0u64, 0u64, 0u64, 0u64);
+    let (mut unlogged, mut misattributed) = (0u64, 0u64);
     if let Some(log) = log {
+        let owner: HashMap<RequestId, &str> = rows
+            .iter()
+            .filter_map(|(client, id)| client.as_deref().map(|c| (*id, c)))
+            .collect();
+        let logged: std::collections::HashSet<&str> =
+            log.iter().map(|l| l.request_id.as_str()).collect();
+        for (client, id) in &rows {
+            if !client.as_deref().is_some_and(|c| logged.contains(c)) {
+                unlogged += 1;
+                r.example("unlogged", || {
+                    format!(
+                        "request {id} (X-Request-Id {})",
+                        client.as_deref().unwrap_or("none")
+                    )
+                });
+            }
+        }
         for line in log {
             let stored = by_client
                 .get(line.request_id.as_str())
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
             match line.status {
+                Some(s) if (200..300).contains(&s) && line.unreadable => {
+                    // The rows were promised, but we cannot know which.
+                    unconfirmed += stored.len() as u64;
+                    if !stored.is_empty() {
+                        r.example("unconfirmed", || {
+                            format!(
+                                "{} rows of X-Request-Id {} (answered {s}, body unreadable)",
+                                stored.len(),
+                                line.request_id
+                            )
+                        });
+                    }
+                }
                 Some(s) if (200..300).contains(&s) => {
                     for id in &line.ids {
-                        if !existing.contains(&RequestId(*id)) {
+                        let id = RequestId(*id);
+                        if !existing.contains(&id) {
                             lost_rows += 1;
                             r.example("lost", || {
                                 format!("request {id} (X-Request-Id {})", line.request_id)
+                            });
+                        } else if owner.get(&id).copied() != Some(line.request_id.as_str()) {
+                            misattributed += 1;
+                            r.example("misattributed", || {
+                                format!(
+                                    "request {id} returned to X-Request-Id {} belongs to {}",
+                                    line.request_id,
+                                    owner.get(&id).copied().unwrap_or("no request id")
+                                )
                             });
                         }
                     }
@@ -203,6 +288,9 @@ pub fn check(
 
     // Builds and their streams.
     let builds = Build::all(c).context("reading builds")?;
+    // A double claim: a request with more than one build. Under Toaster's
+    // create shape the first claim fills the Build row webui made; a second
+    // claim finds it filled and makes a build of its own, so it shows here too.
     let doubles = Build::double_claims(c).context("reading double claims")?;
     r.counts.double_claimed = doubles.len() as u64;
     for (req, ids) in doubles.iter().take(EXAMPLES) {
@@ -213,12 +301,39 @@ pub fn check(
             )
         });
     }
+    let orphans = Build::orphans(c).context("reading orphaned builds")?;
+    r.counts.orphaned_builds = orphans.len() as u64;
+    for b in orphans.iter().take(EXAMPLES) {
+        r.example("orphaned_builds", || format!("build {b} has no request"));
+    }
     let (mut lost_events, mut dup_events, mut mismatched) = (0u64, 0u64, 0u64);
     for b in &builds {
         let stored = BuildEvent::for_build(c, b.id).context("reading events")?;
+        let Some(seed) = b.seed else {
+            // A Build row nobody filled: it has no stream, so no event.
+            for e in &stored {
+                mismatched += 1;
+                r.example("mismatched", || {
+                    format!("build {} has no seed but holds seq {}", b.id, e.seq)
+                });
+            }
+            continue;
+        };
         let max_seq = stored.iter().map(|e| e.seq).max().unwrap_or(-1);
+        if let Some(want) = b.events_expected {
+            let beyond = stored.iter().filter(|e| e.seq >= want).count() as u64;
+            if beyond > 0 {
+                r.counts.beyond_expected += beyond;
+                r.example("beyond_expected", || {
+                    format!(
+                        "build {} holds {beyond} events beyond its {want} expected",
+                        b.id
+                    )
+                });
+            }
+        }
         let expected = b.events_expected.unwrap_or(0).max(max_seq + 1).max(0) as u32;
-        let emitted = generate(b.seed, expected);
+        let emitted = generate(seed, expected);
         let mut seen = vec![0u32; expected as usize];
         for e in &stored {
             let Some(slot) = usize::try_from(e.seq).ok().filter(|s| *s < seen.len()) else {
@@ -273,6 +388,8 @@ pub fn check(
         r.counts.duplicated = Some(dup_rows + dup_events);
         r.counts.partial_writes = Some(partial);
         r.counts.unconfirmed = Some(unconfirmed);
+        r.counts.unlogged = Some(unlogged);
+        r.counts.misattributed = Some(misattributed);
     }
 
     // Bookings and environments.
@@ -310,15 +427,26 @@ pub fn check(
     }
     for req in &live_requests {
         let owned = builds.iter().any(|b| {
-            b.request_id == *req
+            b.request_id == Some(*req)
                 && b.completed_at.is_none()
                 && b.owner.is_some()
                 && b.lease_until.is_some_and(|l| l > as_of)
         });
         if !owned {
             r.counts.stuck += 1;
+            let untaken = builds
+                .iter()
+                .filter(|b| b.request_id == Some(*req) && b.completed_at.is_none())
+                .all(|b| b.owner.is_none());
+            if untaken {
+                r.counts.stuck_untaken += 1;
+            }
             r.example("stuck", || {
-                format!("request {req} is in progress with no live owner")
+                if untaken {
+                    format!("request {req} is in progress; no ingester ever took its build")
+                } else {
+                    format!("request {req} is in progress with no live owner")
+                }
             });
         }
     }

@@ -197,6 +197,10 @@ pub struct ReportArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also print each process's operations: where its failures happened, by
+    /// class (from report.json's `by_op`).
+    #[arg(long)]
+    pub by_op: bool,
 }
 
 #[derive(Debug, Args)]
@@ -640,6 +644,16 @@ fn cmd_report(a: &ReportArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&processes)?);
         } else {
             println!("{}", report::process_table(&processes));
+            if a.by_op {
+                for p in &processes {
+                    println!("{}:\n{}", p.name, report::by_op_table(p));
+                }
+            }
+            for p in &processes {
+                for v in p.identity_violations() {
+                    println!("counting identity violated: {v}");
+                }
+            }
         }
         return Ok(if failed {
             ExitCode::from(1)
@@ -656,11 +670,17 @@ fn cmd_report(a: &ReportArgs) -> anyhow::Result<ExitCode> {
     } else {
         dir
     };
-    let r = report::Report::read(&path)?;
+    let mut r = report::Report::read(&path)?;
+    // Version 1 files have no rolled_back (read as 0); check the identities
+    // again, whatever the file says.
+    r.identity_violations = r.check_identities();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!("{}", report::render_text(&r));
+        if a.by_op {
+            println!("{}", report::render_by_op(&r));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

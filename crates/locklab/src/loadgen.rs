@@ -150,23 +150,28 @@ fn client_loop(spec: &LoadSpec, state: &LoadState, client: u32, token: u32, dead
             .content_type("application/json")
             .send(&body);
         let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let (status, ids) = match result {
+        let (status, ids, unreadable) = match result {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                let ids = if (200..300).contains(&status) {
-                    resp.body_mut()
+                if (200..300).contains(&status) {
+                    // A 2xx whose body cannot be read promises rows we cannot
+                    // name: `check` counts them as unconfirmed.
+                    match resp
+                        .body_mut()
                         .read_json::<serde_json::Value>()
                         .ok()
                         .and_then(|v| v.get("ids").cloned())
                         .and_then(|v| serde_json::from_value::<Vec<i64>>(v).ok())
-                        .unwrap_or_default()
+                    {
+                        Some(ids) => (Some(status), ids, false),
+                        None => (Some(status), Vec::new(), true),
+                    }
                 } else {
                     let _ = resp.body_mut().read_to_string();
-                    Vec::new()
-                };
-                (Some(status), ids)
+                    (Some(status), Vec::new(), false)
+                }
             }
-            Err(_) => (None, Vec::new()),
+            Err(_) => (None, Vec::new(), false),
         };
         state.requests.fetch_add(1, Ordering::Relaxed);
         match status {
@@ -193,6 +198,7 @@ fn client_loop(spec: &LoadSpec, state: &LoadState, client: u32, token: u32, dead
                 latency_ms: (latency_ms * 100.0).round() / 100.0,
                 ids,
                 client,
+                unreadable,
             };
             let mut w = log.lock().unwrap_or_else(|p| p.into_inner());
             if serde_json::to_writer(&mut *w, &line).is_ok() {

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::CheckCounts;
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: `processes[].rolled_back` and `stalls`; `ops = ok + gave_up +
+/// rolled_back`. Version 1 files are read with `rolled_back` = 0.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EnvironmentInfo {
@@ -60,6 +62,10 @@ pub struct Report {
     /// The verdict, one line per finding (added field).
     #[serde(default)]
     pub verdict: Vec<String>,
+    /// Counting identities that do not hold, in words (added field; `[]` when
+    /// they all hold).
+    #[serde(default)]
+    pub identity_violations: Vec<String>,
 }
 
 impl Report {
@@ -72,6 +78,14 @@ impl Report {
 
     pub fn gave_up_total(&self) -> u64 {
         self.processes.iter().map(|p| p.gave_up).sum()
+    }
+
+    /// Every counting identity that does not hold, over every process.
+    pub fn check_identities(&self) -> Vec<String> {
+        self.processes
+            .iter()
+            .flat_map(ProcessReport::identity_violations)
+            .collect()
     }
 }
 
@@ -132,6 +146,7 @@ pub fn process_table(processes: &[ProcessReport]) -> Table {
             "process",
             "ops",
             "ok",
+            "rolled_back",
             "retried",
             "gave_up",
             "busy_upgrade",
@@ -156,6 +171,7 @@ pub fn process_table(processes: &[ProcessReport]) -> Table {
             Cell::new(&p.name),
             num(p.ops),
             num(p.ok),
+            num(p.rolled_back),
             num(p.retried),
             num(p.gave_up),
             num(p.failed_of(LockClass::BusyUpgrade)),
@@ -173,6 +189,50 @@ pub fn process_table(processes: &[ProcessReport]) -> Table {
         ]);
     }
     t
+}
+
+/// The per-operation table of one process: where its failures happened.
+pub fn by_op_table(p: &ProcessReport) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(vec![
+            "op",
+            "ops",
+            "ok",
+            "rolled_back",
+            "retried",
+            "gave_up",
+            "failed by class",
+            "p99 ms",
+        ]);
+    for (name, o) in &p.by_op {
+        let failed: Vec<String> = o.failed.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        t.add_row(vec![
+            Cell::new(name),
+            num(o.ops),
+            num(o.ok),
+            num(o.rolled_back),
+            num(o.retried),
+            num(o.gave_up),
+            Cell::new(if failed.is_empty() {
+                "-".to_string()
+            } else {
+                failed.join(", ")
+            }),
+            float(o.latency_ms.p99, 1),
+        ]);
+    }
+    t
+}
+
+/// Every process's per-operation table, titled.
+pub fn render_by_op(r: &Report) -> String {
+    let mut out = String::new();
+    for p in &r.processes {
+        let _ = writeln!(out, "{}:\n{}", p.name, by_op_table(p));
+    }
+    out
 }
 
 /// The loadgen's line: HTTP statuses as the clients saw them.
@@ -227,8 +287,12 @@ pub fn diagnose(process: &str, class: LockClass, s: &ReportSettings) -> String {
             " (ATOMIC_REQUESTS wraps the view's reads and its writes in one deferred transaction)"
         }
         ("runbuilds", LockClass::BusyUpgrade | LockClass::BusySnapshot) => {
-            " (Toaster's runbuilds reads the free environments, then locks them, or saves the postponed \
-request back, inside one transaction)"
+            " (runbuilds reads the first free environment, then saves it locked, inside one transaction: \
+Toaster's _selectBuildEnvironment, or the single claim under deferred transactions)"
+        }
+        ("buildinfohelper", LockClass::BusyUpgrade | LockClass::BusySnapshot) => {
+            " (buildinfohelper creates a task row with get_or_create: its atomic block reads first, as \
+Toaster's Task looks up its help text and its build, then inserts)"
         }
         _ => "",
     };
@@ -268,6 +332,30 @@ transactions that hold it."
             .to_string(),
         LockClass::Other => "errors that are not lock failures; see the daemon's log lines for the SQLite code."
             .to_string(),
+    }
+}
+
+/// Why a stall of this class cannot clear by itself.
+pub fn stall_mechanism(class: Option<&str>, op: &str) -> String {
+    match (class, op) {
+        (Some("busy_snapshot"), _) => "busy_snapshot cannot clear while the transaction stays open: its WAL \
+snapshot can never move, so every retry inside it fails the same way (a livelock); only a new \
+transaction can write"
+            .to_string(),
+        (Some("busy_upgrade"), _) => "the retry runs inside the transaction that already read, so it keeps its \
+SHARED lock; under the rollback journal the writer holding RESERVED then cannot COMMIT until its busy \
+timeout gives up, and each collision costs that whole timeout"
+            .to_string(),
+        (Some("busy_timeout"), "sync") => "the COMMIT waited the busy timeout for readers holding SHARED and \
+failed, and nothing rolled the transaction back: it stays open holding its lock (PENDING once the \
+commit began), so new readers fail too, and a reader retrying inside its own transaction and this \
+commit wait for each other: no timeout ends that"
+            .to_string(),
+        (Some("busy_timeout"), _) => "it waited the full busy timeout for another connection's lock, again \
+and again"
+            .to_string(),
+        (None, _) => "it ran longer than twice the busy timeout".to_string(),
+        (Some(c), _) => format!("it kept failing with {c}"),
     }
 }
 
@@ -316,7 +404,43 @@ pub fn verdict(r: &Report) -> Vec<String> {
                     );
                 }
                 lines.push(line);
+                // Where the failures happened, per operation.
+                let per_op: Vec<String> = p
+                    .by_op
+                    .iter()
+                    .filter(|(_, o)| !o.failed.is_empty())
+                    .map(|(name, o)| {
+                        let classes: Vec<String> =
+                            o.failed.iter().map(|(c, n)| format!("{n} {c}")).collect();
+                        format!("{name}: {}", classes.join(", "))
+                    })
+                    .collect();
+                if !per_op.is_empty() {
+                    lines.push(format!("{} by op: {}.", p.name, per_op.join("; ")));
+                }
             }
+        }
+        if p.stalls_total > 0 {
+            let first = &p.stalls[0];
+            let mut line = format!(
+                "{}: {} stall{} — {} {}: {}; {}.",
+                p.name,
+                p.stalls_total,
+                if p.stalls_total == 1 { "" } else { "s" },
+                first.op,
+                if first.ongoing {
+                    "still stalled at the end"
+                } else if first.abandoned {
+                    "abandoned at shutdown"
+                } else {
+                    "stalled"
+                },
+                first.why,
+                stall_mechanism(first.class.as_deref(), &first.op)
+            );
+            let longest = p.stalls.iter().map(|s| s.seconds).fold(0.0_f64, f64::max);
+            let _ = write!(line, " Longest: {longest:.1} s.");
+            lines.push(line);
         }
     }
     let c = &r.check;
@@ -327,7 +451,8 @@ pub fn verdict(r: &Report) -> Vec<String> {
     if c.partial_writes.unwrap_or(0) > 0 {
         problems.push(format!(
             "{} rows written by requests that were answered with a failure (partial writes: without \
-ATOMIC_REQUESTS every statement autocommits)",
+ATOMIC_REQUESTS every statement autocommits; ATOMIC_REQUESTS only helps together with IMMEDIATE \
+transactions, or it trades these for busy_upgrade)",
             c.partial_writes.unwrap_or(0)
         ));
     }
@@ -343,7 +468,24 @@ LAB_CLAIM=guarded or single with IMMEDIATE)",
         (c.mismatched, "mismatched events"),
         (c.double_booked, "double bookings"),
         (c.leaked_bookings, "leaked bookings"),
-        (c.stuck, "stuck requests"),
+        (
+            c.stuck,
+            if c.stuck_untaken > 0 {
+                "stuck requests (in progress after the drain with no live owner; for those whose build \
+no ingester ever took, the one ingester was still busy with another build)"
+            } else {
+                "stuck requests (in progress after the drain with no live owner)"
+            },
+        ),
+        (c.unlogged.unwrap_or(0), "rows no logged HTTP request made"),
+        (
+            c.misattributed.unwrap_or(0),
+            "ids returned to the wrong HTTP request",
+        ),
+        (
+            c.beyond_expected,
+            "events beyond their build's expected count",
+        ),
     ] {
         if n > 0 {
             problems.push(format!("{n} {what}"));
@@ -356,6 +498,23 @@ LAB_CLAIM=guarded or single with IMMEDIATE)",
         lines.push("data: every check passed.".to_string());
     } else {
         lines.push(format!("data: {}.", problems.join("; ")));
+    }
+    if c.orphaned_builds > 0 {
+        lines.push(format!(
+            "data: {} Build rows were left without a request (Toaster's create deletes the request \
+when a later step fails, and keeps the Build row).",
+            c.orphaned_builds
+        ));
+    }
+    let unchecked = c.unchecked();
+    if !unchecked.is_empty() {
+        lines.push(format!(
+            "data: not checked without the loadgen log: {}.",
+            unchecked.join(", ")
+        ));
+    }
+    for v in r.check_identities() {
+        lines.push(format!("counting: identity does not hold: {v}."));
     }
     lines
 }
@@ -378,6 +537,9 @@ pub fn render_text(r: &Report) -> String {
         r.duration_s
     );
     let _ = writeln!(out, "{}", process_table(&r.processes));
+    for v in &r.identity_violations {
+        let _ = writeln!(out, "counting identity violated: {v}");
+    }
     let _ = writeln!(out, "{}", loadgen_line(&r.loadgen));
     let _ = writeln!(out, "{}", check_line(&r.check));
     let _ = writeln!(out);
@@ -418,7 +580,7 @@ pub fn render_markdown(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "| process | ops | ok | retried | gave_up | busy_upgrade | busy_snapshot | busy_timeout | other | rows | p95 ms | lock wait |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| process | ops | ok | rolled_back | retried | gave_up | busy_upgrade | busy_snapshot | busy_timeout | other | rows | p95 ms | lock wait |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for p in &r.processes {
         let other = p.failed_total()
@@ -427,10 +589,11 @@ pub fn render_markdown(r: &Report) -> String {
             - p.failed_of(LockClass::BusyTimeout);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1}% |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1}% |",
             p.name,
             p.ops,
             p.ok,
+            p.rolled_back,
             p.retried,
             p.gave_up,
             p.failed_of(LockClass::BusyUpgrade),
@@ -450,6 +613,33 @@ pub fn render_markdown(r: &Report) -> String {
     );
     for line in &r.verdict {
         let _ = writeln!(out, "- {line}");
+    }
+    let _ = writeln!(out, "\n## Per operation\n");
+    for p in &r.processes {
+        let _ = writeln!(
+            out,
+            "### {}\n\n| op | ops | ok | rolled_back | retried | gave_up | failed by class | p99 ms |\n|---|---:|---:|---:|---:|---:|---|---:|",
+            p.name
+        );
+        for (name, o) in &p.by_op {
+            let failed: Vec<String> = o.failed.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                o.ops,
+                o.ok,
+                o.rolled_back,
+                o.retried,
+                o.gave_up,
+                if failed.is_empty() {
+                    "-".to_string()
+                } else {
+                    failed.join(", ")
+                },
+                o.latency_ms.p99
+            );
+        }
+        let _ = writeln!(out);
     }
     let _ = writeln!(out, "\n![lock timeline](timeline.svg)");
     out

@@ -182,10 +182,12 @@ fn spawn_daemon(
     })
 }
 
+fn fetch_stats_json(agent: &ureq::Agent, d: &Spawned) -> Option<serde_json::Value> {
+    http::get_json(agent, &http::join(&d.url, "/api/stats")).ok()
+}
+
 fn fetch_stats(agent: &ureq::Agent, d: &Spawned) -> Option<ProcessReport> {
-    http::get_json(agent, &http::join(&d.url, "/api/stats"))
-        .ok()
-        .and_then(|v| serde_json::from_value(v).ok())
+    fetch_stats_json(agent, d).and_then(|v| serde_json::from_value(v).ok())
 }
 
 fn progress_message(
@@ -220,6 +222,53 @@ fn drain_state(conn: &mut LabConn) -> Option<(i64, i64)> {
     let envs = Environment::count_by_state(c).ok()?;
     let held = envs.get("locked").copied().unwrap_or(0) + envs.get("running").copied().unwrap_or(0);
     Some((inprogress, held))
+}
+
+/// What a drain that timed out leaves behind, in words: builds in progress,
+/// environments held, and operations stalled right now.
+fn abandoned(conn: &mut LabConn, agent: &ureq::Agent, daemons: &[Spawned]) -> String {
+    let mut parts = Vec::new();
+    if let Ok(builds) = schema::models::Build::unfinished(conn.diesel()) {
+        let owned: Vec<String> = builds
+            .iter()
+            .filter(|b| b.request_id.is_some())
+            .take(10)
+            .map(|b| {
+                format!(
+                    "build {} ({})",
+                    b.id,
+                    b.owner.as_deref().unwrap_or("not taken by an ingester")
+                )
+            })
+            .collect();
+        if !owned.is_empty() {
+            parts.push(format!("unfinished {}", owned.join(", ")));
+        }
+    }
+    if let Some((_, held)) = drain_state(conn) {
+        if held > 0 {
+            parts.push(format!("{held} environments held"));
+        }
+    }
+    for d in daemons {
+        if let Some(s) = fetch_stats(agent, d) {
+            for st in s.stalls.iter().filter(|st| st.ongoing) {
+                parts.push(format!(
+                    "{} stalled in {} ({}, {} retries, {:.1} s)",
+                    d.name,
+                    st.op,
+                    st.class.as_deref().unwrap_or("no failure"),
+                    st.retries,
+                    st.seconds
+                ));
+            }
+        }
+    }
+    if parts.is_empty() {
+        "nothing named (the database could not be read)".to_string()
+    } else {
+        parts.join("; ")
+    }
 }
 
 /// Runs the lab once and returns its report (also written to the out folder).
@@ -364,6 +413,10 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     for d in &daemons {
         http::post_empty(&agent, &http::join(&d.url, "/drain"))
             .with_context(|| format!("draining {}", d.name))?;
+        if d.name.starts_with("runbuilds") {
+            // A scheduler waiting for a notification confirms the drain sooner.
+            let _ = http::post_empty(&agent, &http::join(&d.url, "/wake"));
+        }
     }
     let drain_start = Instant::now();
     let mut watcher = LabConn::open(&target, Arc::new(Policy::default()), false)
@@ -378,13 +431,22 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     let mut last_plain = Instant::now();
     loop {
         let state = drain_state(&mut watcher);
+        // Done when nothing is in progress or held, and every scheduler has
+        // confirmed that no claim started before the drain is still in flight.
         if let Some((0, 0)) = state {
-            break;
+            if daemons.iter().all(|d| {
+                fetch_stats_json(&agent, d)
+                    .map(|v| v["drained"].as_bool().unwrap_or(true))
+                    .unwrap_or(true)
+            }) {
+                break;
+            }
         }
         if drain_start.elapsed() >= opts.drain_timeout {
             eprintln!(
-                "locklab: drain timeout ({}) passed with builds still in progress; stopping anyway",
-                schema::settings::fmt_duration(opts.drain_timeout)
+                "locklab: drain timeout ({}) passed; stopping anyway and abandoning: {}",
+                schema::settings::fmt_duration(opts.drain_timeout),
+                abandoned(&mut watcher, &agent, &daemons)
             );
             break;
         }
@@ -435,6 +497,14 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         })?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("parsing {}", d.stats_out.display()))?;
+        if v["final"].as_bool() != Some(true) {
+            eprintln!(
+                "locklab: {} wrote no final stats (it did not stop cleanly; see {}): its counts are \
+                 from its last periodic write, with operations still in flight",
+                d.name,
+                d.log.display()
+            );
+        }
         if settings.is_none() {
             settings = v
                 .get("settings")
@@ -472,7 +542,12 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         loadgen,
         check: checked.counts.clone(),
         verdict: Vec::new(),
+        identity_violations: Vec::new(),
     };
+    report.identity_violations = report.check_identities();
+    for v in &report.identity_violations {
+        eprintln!("locklab: counting identity violated: {v}");
+    }
     report.verdict = report::verdict(&report);
     write_outputs(&opts.out, &report, &traces, &checked)?;
     Ok(report)
@@ -510,10 +585,11 @@ pub fn write_outputs(
 pub fn strict_failure(r: &Report) -> Option<String> {
     let gave_up = r.gave_up_total();
     let violations = r.check.violations();
-    if gave_up == 0 && violations == 0 {
+    let identities = r.identity_violations.len();
+    if gave_up == 0 && violations == 0 && identities == 0 {
         return None;
     }
     Some(format!(
-        "--strict: {gave_up} operations gave up, {violations} check violations"
+        "--strict: {gave_up} operations gave up, {violations} check violations, {identities} counting identities violated"
     ))
 }

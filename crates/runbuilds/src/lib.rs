@@ -1,30 +1,35 @@
-//! runbuilds: the scheduler. It wakes on its poll interval, on SIGUSR1 (as
-//! Toaster's runbuilds does) or on `POST /wake`, and:
+//! runbuilds: the scheduler. Each pass it cleans up (frees what finished or
+//! died) and, unless draining, claims one request with the claim strategy of
+//! `LAB_CLAIM` ([`schema::strategy::claim`]), which owns every transaction.
 //!
-//! 1. releases the bookings of requests whose builds completed;
-//! 2. fails builds whose lease ran out a whole lease ago (their ingester
-//!    crashed and nobody took over), which frees their environments;
-//! 3. unless draining, claims the oldest queued request it can satisfy, booking
-//!    every environment it needs or none, with the claim strategy of
-//!    `LAB_CLAIM` ([`schema::claim`]).
+//! What makes it run a pass is `LAB_WAKE`:
+//! - `poll`: every poll interval, at once again after a pass that did work,
+//!   and when woken (SIGUSR1, `POST /wake`);
+//! - `notify`: only when woken, as Toaster's runbuilds (webui wakes it after
+//!   each create, buildinfohelper at the end of each build). One wake runs the
+//!   pass `LAB_WAKE_PASSES` times (7 by default: Toaster's loop runs once per
+//!   field of the `struct_siginfo` that `sigtimedwait` returns). Otherwise,
+//!   every 5 s, it only checks for dead builds. Wakes that arrive during a
+//!   pass are kept (one pending wake), not lost: Toaster most likely loses
+//!   them to its no-op handler, which is not verified.
 //!
-//! [`Scheduler::run_once`] is one deterministic step; the daemon loop only calls
-//! it, waits, and stops at shutdown.
+//! It writes its PID and PID namespace to its pidfile (after installing the
+//! SIGUSR1 handler), so that webui and buildinfohelper can signal it.
+//!
+//! [`Scheduler::run_once`] is one deterministic pass; the daemon loop only
+//! calls it, waits, and stops at shutdown.
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
 use anyhow::Context;
 use clap::{Args, Parser};
-use rand::Rng;
-use schema::claim::{self, Claimed, Plan};
 use schema::db::{LabConn, Pool};
-use schema::error::OpError;
-use schema::models::{Build, BuildRequest};
-use schema::ops::{Lab, Op};
-use schema::settings::{def, parse_duration, ClaimStrategy, Def, Source, Sourced};
-use schema::types::{now_micros, RequestId, RequestState};
+use schema::settings::{def, parse_duration, Def, Source, Sourced, WakeMode};
+use schema::strategy::claim::{self, Claim, ClaimCtx};
+
+pub use schema::strategy::claim::{Claimed, Plan, Step};
 
 /// runbuilds: claims queued build requests and books their environments.
 #[derive(Debug, Parser)]
@@ -51,32 +56,24 @@ pub struct OwnArgs {
     /// How often to look for queued requests when nothing wakes it sooner.
     #[arg(long, env = "LAB_POLL_INTERVAL", value_name = "DURATION")]
     pub poll_interval: Option<String>,
+    /// Passes per wake-up under LAB_WAKE=notify (default 7, Toaster's quirk).
+    #[arg(long, env = "LAB_WAKE_PASSES", value_name = "N")]
+    pub wake_passes: Option<String>,
 }
 
-pub const OWN_IDS: &[(&str, Def)] = &[("poll_interval", def::POLL_INTERVAL)];
+pub const OWN_IDS: &[(&str, Def)] = &[
+    ("poll_interval", def::POLL_INTERVAL),
+    ("wake_passes", def::WAKE_PASSES),
+];
+
+/// How often an un-notified scheduler checks for dead builds under `notify`
+/// (Toaster's `sigtimedwait` timeout).
+pub const DEAD_CHECK: Duration = Duration::from_secs(5);
 
 pub const DEFAULTS: daemon::Defaults = daemon::Defaults {
     name: "runbuilds",
     listen: "127.0.0.1:8001",
 };
-
-/// What one step did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    Claimed(Claimed),
-    /// A request no environments could ever satisfy, now failed.
-    FailedUnsatisfiable(RequestId),
-    Released(Vec<RequestId>),
-    Expired(Vec<RequestId>),
-    /// The claim lost a race or its environments went: nothing written.
-    Lost(String),
-    /// Requests wait for environments; as Toaster does, the oldest was saved
-    /// back as queued (toaster and single strategies).
-    Postponed(RequestId),
-    /// A database operation gave up (already counted and logged).
-    GaveUp,
-    Idle,
-}
 
 /// Wakes the loop early (SIGUSR1, POST /wake).
 #[derive(Debug, Default)]
@@ -91,343 +88,123 @@ impl Wake {
         self.cv.notify_all();
     }
 
-    /// Waits up to `timeout` or until woken.
-    pub fn wait(&self, timeout: Duration) {
+    /// Waits up to `timeout` or until woken; true if woken. A wake that came
+    /// while nobody waited is kept for the next wait.
+    pub fn wait(&self, timeout: Duration) -> bool {
         let guard = self.woken.lock().unwrap_or_else(|p| p.into_inner());
         let (mut guard, _) = self
             .cv
             .wait_timeout_while(guard, timeout, |woken| !*woken)
             .unwrap_or_else(|p| p.into_inner());
-        *guard = false;
+        std::mem::replace(&mut *guard, false)
     }
 }
 
-/// The scheduler's state.
+/// The scheduler: a claim strategy and its context.
 pub struct Scheduler {
-    pub lab: Lab,
-    pub strategy: ClaimStrategy,
-    pub lease: Duration,
-}
-
-fn gave_up_or_lost(e: OpError) -> Step {
-    match e {
-        OpError::Db(_) => Step::GaveUp,
-        OpError::Aborted(reason) => Step::Lost(reason),
-    }
+    pub ctx: ClaimCtx,
+    pub strategy: &'static dyn Claim,
 }
 
 impl Scheduler {
-    fn lease_until(&self) -> i64 {
-        now_micros() + i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX / 2)
+    pub fn new(
+        lab: schema::Lab,
+        strategy: schema::settings::ClaimStrategy,
+        lease: Duration,
+    ) -> Scheduler {
+        Scheduler {
+            ctx: ClaimCtx { lab, lease },
+            strategy: claim::strategy(strategy),
+        }
     }
 
-    /// One step: release, expire, then (unless draining) claim one request.
+    /// One pass: clean up, check for dead builds, then (unless draining) claim
+    /// one request.
     pub fn run_once(&self, conn: &mut LabConn, draining: bool) -> Vec<Step> {
-        let mut steps = Vec::new();
-        if let Some(step) = self.release(conn) {
-            steps.push(step);
-        }
-        if let Some(step) = self.expire(conn) {
-            steps.push(step);
-        }
+        let mut steps = self.strategy.cleanup(&self.ctx, conn);
+        steps.extend(self.strategy.check_dead(&self.ctx, conn));
         if !draining {
-            steps.push(self.claim(conn));
+            steps.push(self.strategy.claim(&self.ctx, conn));
         }
         steps
     }
 
-    /// Releases the environments of requests whose builds all completed.
-    pub fn release(&self, conn: &mut LabConn) -> Option<Step> {
-        let candidates = match self
-            .lab
-            .op("find_releasable", |op| op.read(conn, claim::releasable))
-        {
-            Ok(c) => c,
-            Err(e) => return Some(gave_up_or_lost(e)),
-        };
-        if candidates.is_empty() {
-            return None;
-        }
-        let result = self.lab.op("release", |op| {
-            op.write(conn, |tx| {
-                let freed = claim::release(tx.conn(), &candidates)?;
-                tx.wrote(freed);
-                Ok(())
-            })
-        });
-        Some(match result {
-            Ok(()) => {
-                log::debug!("{}: released requests {:?}", self.lab.process, candidates);
-                Step::Released(candidates)
-            }
-            Err(e) => gave_up_or_lost(e),
-        })
-    }
-
-    /// Fails builds whose lease ran out more than a lease ago, so their
-    /// environments are released on the next step.
-    pub fn expire(&self, conn: &mut LabConn) -> Option<Step> {
-        let lease_us = i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX / 2);
-        let cutoff = now_micros() - lease_us;
-        let stale = match self.lab.op("find_expired", |op| {
-            op.read(conn, |c| {
-                Ok(Build::unfinished(c)?
-                    .into_iter()
-                    .filter(|b| b.lease_until.is_some_and(|l| l < cutoff))
-                    .count())
-            })
-        }) {
-            Ok(n) => n,
-            Err(e) => return Some(gave_up_or_lost(e)),
-        };
-        if stale == 0 {
-            return None;
-        }
-        let result = self.lab.op("expire", |op| {
-            op.write(conn, |tx| {
-                let requests = Build::expire(tx.conn(), cutoff)?;
-                tx.wrote(requests.len());
-                for r in &requests {
-                    // Only a request still running fails: the duplicate build of
-                    // a double-claimed request must not undo a completion.
-                    for from in [RequestState::InProgress, RequestState::Cancelling] {
-                        let reason = Some("lease expired: the ingester stopped renewing");
-                        tx.counted(|c| {
-                            BuildRequest::transition(c, *r, from, RequestState::Failed, reason)
-                        })?;
-                    }
-                }
-                Ok(requests)
-            })
-        });
-        Some(match result {
-            Ok(requests) => {
-                if !requests.is_empty() {
-                    log::warn!(
-                        "{}: lease expired for requests {:?}: their ingester stopped renewing; failed them",
-                        self.lab.process,
-                        requests
-                    );
-                }
-                Step::Expired(requests)
-            }
-            Err(e) => gave_up_or_lost(e),
-        })
-    }
-
-    /// Claims one request with this scheduler's strategy.
+    /// One claim with the strategy.
     pub fn claim(&self, conn: &mut LabConn) -> Step {
-        let result = self.lab.op("claim", |op| match self.strategy {
-            ClaimStrategy::Single => op.write(conn, |tx| {
-                let plan = claim::read_phase(tx.conn())?;
-                self.write_plan(tx, plan)
-            }),
-            ClaimStrategy::Toaster | ClaimStrategy::Guarded => {
-                let plan = self.read(op, conn)?;
-                if self.needs_no_write(&plan) {
-                    return Ok(Step::Idle);
-                }
-                op.write(conn, |tx| self.write_plan(tx, plan.clone()))
-            }
-        });
-        match result {
-            Ok(step) => {
-                if let Step::Claimed(c) = &step {
-                    log::debug!(
-                        "{}: claimed request {} as build {}",
-                        self.lab.process,
-                        c.request,
-                        c.build
-                    );
-                }
-                step
-            }
-            Err(e) => gave_up_or_lost(e),
-        }
+        self.strategy.claim(&self.ctx, conn)
     }
 
-    /// The read phase of a claim, in the strategy's own shape: a transaction of
-    /// its own (toaster) or no transaction at all (guarded). For `single` the
-    /// read belongs to the write's transaction: see [`SplitClaim`].
-    pub fn read(&self, op: &mut Op<'_>, conn: &mut LabConn) -> Result<Plan, OpError> {
-        if claim::reads_in_own_transaction(self.strategy) {
-            op.write(conn, |tx| Ok(claim::read_phase(tx.conn())?))
-        } else {
-            op.read(conn, claim::read_phase)
-        }
+    /// The read phase alone (tests interleave two schedulers).
+    pub fn read(&self, conn: &mut LabConn) -> Result<Plan, schema::OpError> {
+        self.strategy.read(&self.ctx, conn)
     }
 
-    /// Whether a plan leads to no write at all with this strategy.
-    fn needs_no_write(&self, plan: &Plan) -> bool {
-        match plan {
-            Plan::Idle { .. } => true,
-            Plan::Postpone { .. } => self.strategy == ClaimStrategy::Guarded,
-            _ => false,
-        }
+    /// The write phase for a plan.
+    pub fn write(&self, conn: &mut LabConn, plan: Plan) -> Result<Step, schema::OpError> {
+        self.strategy.write(&self.ctx, conn, plan)
     }
 
-    /// The write phase, inside the caller's transaction.
-    pub fn write_plan(
-        &self,
-        tx: &mut schema::db::Tx<'_>,
-        plan: Plan,
-    ) -> Result<Step, schema::TxError> {
-        match plan {
-            Plan::Idle { .. } => Ok(Step::Idle),
-            Plan::Postpone { request, needs, .. } => match self.strategy {
-                ClaimStrategy::Guarded => Ok(Step::Idle),
-                ClaimStrategy::Toaster | ClaimStrategy::Single => {
-                    let n = claim::postpone(tx.conn(), request, &needs)?;
-                    tx.wrote(n);
-                    Ok(Step::Postponed(request))
-                }
-            },
-            Plan::Unsatisfiable { request, reason } => {
-                let n = BuildRequest::transition(
-                    tx.conn(),
-                    request,
-                    RequestState::Queued,
-                    RequestState::Failed,
-                    Some(&format!("unsatisfiable: {reason}")),
-                )?;
-                tx.wrote(n);
-                if n == 1 {
-                    log::warn!(
-                        "{}: request {request} can never run ({reason}); failed it",
-                        self.lab.process
-                    );
-                }
-                Ok(Step::FailedUnsatisfiable(request))
-            }
-            Plan::Claim {
-                request,
-                needs,
-                environments,
-            } => {
-                let seed: i64 = rand::rng().random_range(0..i64::MAX);
-                let lease_until = self.lease_until();
-                let claimed = match self.strategy {
-                    ClaimStrategy::Toaster | ClaimStrategy::Single => claim::write_as_read(
-                        tx.conn(),
-                        request,
-                        &needs,
-                        &self.lab.process,
-                        seed,
-                        lease_until,
-                    )?,
-                    ClaimStrategy::Guarded => claim::write_guarded(
-                        tx.conn(),
-                        request,
-                        &environments,
-                        &self.lab.process,
-                        seed,
-                        lease_until,
-                    )?,
-                };
-                // environments locked + bookings + request + build
-                tx.wrote(2 * claimed.environments.len() + 2);
-                Ok(Step::Claimed(claimed))
-            }
-        }
+    pub fn lab(&self) -> &schema::Lab {
+        &self.ctx.lab
     }
 }
 
-/// A claim whose read and write phases run as separate calls, so that a test
-/// can interleave two schedulers: A.read, B.read, A.write, B.write. The
-/// transaction boundaries are the strategy's: toaster commits after the read,
-/// single keeps one transaction open from read to write, guarded reads outside
-/// any transaction.
-pub struct SplitClaim<'a> {
-    pub scheduler: &'a Scheduler,
-}
-
-impl SplitClaim<'_> {
-    pub fn read(&self, conn: &mut LabConn) -> Result<Plan, OpError> {
-        let s = self.scheduler;
-        match s.strategy {
-            ClaimStrategy::Single => {
-                conn.begin()?;
-                claim::read_phase(conn.diesel()).map_err(|e| {
-                    let err = conn.classify(schema::error::Phase::Body, &e);
-                    conn.rollback();
-                    OpError::Db(err)
-                })
-            }
-            _ => s.lab.op("claim_read", |op| s.read(op, conn)),
-        }
-    }
-
-    pub fn write(&self, conn: &mut LabConn, plan: Plan) -> Result<Step, OpError> {
-        let s = self.scheduler;
-        match s.strategy {
-            ClaimStrategy::Single => {
-                // The body runs inside the transaction `read` left open.
-                let result = conn.autocommit(&mut |tx| s.write_plan(tx, plan.clone()));
-                match result {
-                    Ok((step, _, _)) => {
-                        conn.commit()?;
-                        Ok(step)
-                    }
-                    Err(e) => {
-                        conn.rollback();
-                        Err(match e.error {
-                            schema::db::AttemptFailure::Db(d) => OpError::Db(d),
-                            schema::db::AttemptFailure::Aborted(r) => OpError::Aborted(r),
-                        })
-                    }
-                }
-            }
-            _ => s.lab.op("claim_write", |op| {
-                op.write(conn, |tx| s.write_plan(tx, plan.clone()))
-            }),
-        }
-    }
+/// runbuilds' own settings, resolved.
+#[derive(Debug, Clone)]
+pub struct Own {
+    pub poll_interval: Sourced<Duration>,
+    pub wake_passes: Sourced<u32>,
 }
 
 /// Resolves runbuilds' own settings.
-pub fn poll_interval(matches: &clap::ArgMatches) -> anyhow::Result<Sourced<Duration>> {
+pub fn own_settings(matches: &clap::ArgMatches, wake: WakeMode) -> anyhow::Result<Own> {
     let flags = daemon::flags_from_matches(matches, OWN_IDS);
     let r = schema::settings::Resolver::new(&flags, &schema::settings::process_env);
-    let v = r.get(
+    let poll_interval = r.get(
         def::POLL_INTERVAL,
         parse_duration,
         None,
         None,
         Duration::from_secs(1),
     )?;
-    if v.value.is_zero() {
-        anyhow::bail!("{}: the poll interval must be above 0", v.source);
+    if poll_interval.value.is_zero() {
+        anyhow::bail!(
+            "{}: the poll interval must be above 0",
+            poll_interval.source
+        );
     }
-    Ok(v)
+    Ok(Own {
+        poll_interval,
+        wake_passes: r.wake_passes(wake)?,
+    })
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
-pub async fn run(d: daemon::Daemon, poll: Sourced<Duration>) -> anyhow::Result<()> {
+pub async fn run(d: daemon::Daemon, own: Own) -> anyhow::Result<()> {
     let name = d.name().to_string();
+    let wake_mode = d.settings.knobs.wake.value;
     log::info!(
         "{name}: setting poll_interval={} source={}",
-        schema::settings::fmt_duration(poll.value),
-        poll.source
+        schema::settings::fmt_duration(own.poll_interval.value),
+        own.poll_interval.source
     );
-    if poll.source == Source::Default {
+    log::info!(
+        "{name}: setting wake_passes={} source={}",
+        own.wake_passes.value,
+        own.wake_passes.source
+    );
+    if own.poll_interval.source == Source::Default && wake_mode == WakeMode::Poll {
         log::debug!("{name}: wake it sooner with SIGUSR1 or POST /wake");
     }
     let d = Arc::new(d);
     let wake = Arc::new(Wake::default());
-    let scheduler = Scheduler {
-        lab: d.lab.clone(),
-        strategy: d.settings.knobs.claim.value,
-        lease: d.settings.lease.value,
-    };
-    let pool: Pool = d.pool.clone();
-    let worker_daemon = d.clone();
-    let worker_wake = wake.clone();
-    let worker = daemon::Worker {
-        name: "scheduler",
-        run: Box::new(move || {
-            scheduler_loop(&scheduler, &pool, &worker_daemon, &worker_wake, poll.value)
-        }),
-    };
+    let scheduler = Scheduler::new(
+        d.lab.clone(),
+        d.settings.knobs.claim.value,
+        d.settings.lease.value,
+    );
+    // The handler first, then the pidfile: a SIGUSR1 before the handler
+    // would kill the process.
     let sig_wake = wake.clone();
     let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         .context("installing the SIGUSR1 handler")?;
@@ -436,6 +213,26 @@ pub async fn run(d: daemon::Daemon, poll: Sourced<Duration>) -> anyhow::Result<(
             sig_wake.wake();
         }
     });
+    let pidfile = d.settings.pidfile_for(&name);
+    daemon::wake::write_pidfile(&pidfile)
+        .with_context(|| format!("writing the pidfile {}", pidfile.display()))?;
+    log::info!("{name}: pidfile {}", pidfile.display());
+    let pool: Pool = d.pool.clone();
+    let worker_daemon = d.clone();
+    let worker_wake = wake.clone();
+    let worker = daemon::Worker {
+        name: "scheduler",
+        run: Box::new(move || {
+            scheduler_loop(
+                &scheduler,
+                &pool,
+                &worker_daemon,
+                &worker_wake,
+                &own,
+                wake_mode,
+            )
+        }),
+    };
     let route_wake = web::Data::from(wake.clone());
     let stop_wake = wake.clone();
     let result = daemon::serve(
@@ -449,6 +246,7 @@ pub async fn run(d: daemon::Daemon, poll: Sourced<Duration>) -> anyhow::Result<(
         move || stop_wake.wake(),
     )
     .await;
+    daemon::wake::remove_pidfile(&pidfile);
     result
 }
 
@@ -462,21 +260,41 @@ fn scheduler_loop(
     pool: &Pool,
     d: &daemon::Daemon,
     wake: &Wake,
-    poll: Duration,
+    own: &Own,
+    mode: WakeMode,
 ) -> anyhow::Result<()> {
     let mut conn = pool.get().context("getting a connection")?;
-    while !s.lab.is_stopping() {
-        let steps = s.run_once(&mut conn, d.is_draining());
-        let busy = steps.iter().any(|st| {
-            match st {
-                Step::Claimed(_) | Step::Released(_) | Step::FailedUnsatisfiable(_) => true,
-                // an expiry frees environments at the next step: go on at once
-                Step::Expired(requests) => !requests.is_empty(),
-                _ => false,
+    let lab = &s.ctx.lab;
+    d.acks_drain
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    match mode {
+        WakeMode::Poll => {
+            while !lab.is_stopping() {
+                // Between passes nothing is in flight: a drain seen here holds.
+                d.confirm_drain();
+                let steps = s.run_once(&mut conn, d.is_draining());
+                if !steps.iter().any(Step::did_work) {
+                    wake.wait(own.poll_interval.value);
+                }
             }
-        });
-        if !busy {
-            wake.wait(poll);
+        }
+        WakeMode::Notify => {
+            let mut last_check = Instant::now();
+            while !lab.is_stopping() {
+                d.confirm_drain();
+                if wake.wait(DEAD_CHECK.saturating_sub(last_check.elapsed())) {
+                    for _ in 0..own.wake_passes.value {
+                        if lab.is_stopping() {
+                            break;
+                        }
+                        d.confirm_drain();
+                        let _ = s.run_once(&mut conn, d.is_draining());
+                    }
+                } else {
+                    last_check = Instant::now();
+                    let _ = s.strategy.check_dead(&s.ctx, &mut conn);
+                }
+            }
         }
     }
     Ok(())

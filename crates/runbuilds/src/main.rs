@@ -10,11 +10,11 @@ async fn main() -> ExitCode {
     }
     daemon::init_logging();
     let started = daemon::settings_from(&matches, runbuilds::OWN_IDS, runbuilds::DEFAULTS)
-        .and_then(|s| Ok((runbuilds::poll_interval(&matches)?, s)))
-        .and_then(|(poll, s)| Ok((poll, daemon::Daemon::start(s, 2)?)));
-    let (poll, d) = match started {
+        .and_then(|s| Ok((runbuilds::own_settings(&matches, s.knobs.wake.value)?, s)))
+        .and_then(|(own, s)| Ok((own, daemon::Daemon::start(s, 2)?)));
+    let (own, d) = match started {
         Ok(x) => x,
         Err(e) => return daemon::cannot_start("runbuilds", &e),
     };
-    daemon::exit_code("runbuilds", runbuilds::run(d, poll).await)
+    daemon::exit_code("runbuilds", runbuilds::run(d, own).await)
 }

@@ -34,7 +34,7 @@
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,8 @@ pub struct Policy {
     pub retry_deadline: Duration,
     /// App work inside each write transaction (`LAB_TXN_WORK`), before COMMIT.
     pub txn_work: Duration,
+    /// Set at shutdown: busy handlers give up and retry loops end.
+    pub stop: StopFlag,
 }
 
 impl Default for Policy {
@@ -70,6 +72,7 @@ impl Default for Policy {
             retry: RetryPolicy::None,
             retry_deadline: Duration::from_secs(30),
             txn_work: Duration::ZERO,
+            stop: StopFlag::default(),
         }
     }
 }
@@ -141,9 +144,11 @@ impl DbTarget {
 // ---------------------------------------------------------------------------
 
 /// The union of every connection's lock waits in this process: wall time during
-/// which at least one connection of the process waited for the write lock (in
-/// the busy handler). `lock_wait_share` divides it by the elapsed time, so
-/// several threads waiting at once do not count twice.
+/// which at least one connection of the process waited in the busy handler.
+/// `lock_wait_share` divides it by the elapsed time, so several threads waiting
+/// at once do not count twice. A wait ends when the handler's last sleep ended
+/// (SQLite then got the lock), not when the statement finished: the statement's
+/// own run and its fsync after the lock was taken are not waiting.
 #[derive(Debug, Default)]
 struct WaitUnion {
     waiters: u32,
@@ -165,25 +170,52 @@ fn wait_enter(now: Instant) {
     u.waiters += 1;
 }
 
-fn wait_leave(now: Instant) {
+/// Leaves the union at `at`, which may lie a little in the past (the end of
+/// the handler's last sleep).
+fn wait_leave(at: Instant) {
     let mut u = lock(&WAIT_UNION);
     u.waiters = u.waiters.saturating_sub(1);
     if u.waiters == 0 {
         if let Some(since) = u.since.take() {
-            u.total += now.saturating_duration_since(since);
+            u.total += at.saturating_duration_since(since);
         }
     }
 }
 
 /// Wall time during which at least one connection of this process waited for
-/// the write lock, since the process started.
+/// a lock in the busy handler, since the process started.
 pub fn process_lock_wait() -> Duration {
     let u = lock(&WAIT_UNION);
     u.total + u.since.map(|s| s.elapsed()).unwrap_or_default()
 }
 
-/// SQLite's default busy-callback schedule (`sqliteDefaultBusyCallback`), in ms.
+/// SQLite's default busy-callback schedule (`sqliteDefaultBusyCallback` in
+/// main.c), in ms, and the running totals of those delays.
 const DELAYS_MS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
+const TOTALS_MS: [u64; 12] = [0, 1, 3, 8, 18, 33, 53, 78, 103, 128, 178, 228];
+
+/// SQLite's own rule: the `count`-th call (from 0) sleeps the next nominal
+/// delay, cut so that the nominal delays never sum past the timeout; None
+/// when the timeout is spent (give up). Like SQLite, it counts nominal delays,
+/// not the clock: a sleep that oversleeps on a loaded machine does not make
+/// the handler give up sooner.
+pub fn sqlite_busy_delay(count: u32, timeout: Duration) -> Option<Duration> {
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let n = DELAYS_MS.len();
+    let c = count as usize;
+    let (delay, prior) = if c < n {
+        (DELAYS_MS[c], TOTALS_MS[c])
+    } else {
+        let delay = DELAYS_MS[n - 1];
+        (delay, TOTALS_MS[n - 1] + delay * (c - (n - 1)) as u64)
+    };
+    let delay = if prior + delay > timeout_ms {
+        timeout_ms.saturating_sub(prior)
+    } else {
+        delay
+    };
+    (delay > 0).then(|| Duration::from_millis(delay))
+}
 
 /// What the busy handler did during the current statement.
 #[derive(Debug, Clone, Copy, Default)]
@@ -192,7 +224,8 @@ pub struct BusyRecord {
     pub calls: u32,
     /// Whether it gave up (returned 0).
     pub gave_up: bool,
-    /// Time waited in the handler, all lock events of the statement together.
+    /// Wall time waited in the handler, all lock events of the statement
+    /// together, each from its first call to the end of its last sleep.
     pub waited: Duration,
 }
 
@@ -201,10 +234,11 @@ struct StmtState {
     started_wall: i64,
     calls: u32,
     gave_up: bool,
+    /// Waits of the statement's finished lock events.
     waited_before_event: Duration,
+    /// The current lock event: its first call, and the end of its last sleep.
     event_start: Option<Instant>,
-    last_call: Option<Instant>,
-    waited_in_event: Duration,
+    event_last_wake: Option<Instant>,
     last_wake_wall: Option<i64>,
     /// A lock wait of this statement is counted in the process's wait union.
     in_wait: bool,
@@ -214,15 +248,28 @@ struct StmtState {
     failed_code: Option<c_int>,
 }
 
+impl StmtState {
+    fn event_waited(&self) -> Duration {
+        match (self.event_start, self.event_last_wake) {
+            (Some(start), Some(wake)) => wake.saturating_duration_since(start),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
 /// The state shared with SQLite's callbacks. Boxed, so its address is stable for
 /// the connection's life; the connection is closed before it is dropped.
 #[derive(Debug)]
 struct Hook {
     timeout: Duration,
+    /// Set at shutdown: the handler gives up at its next call, so that no wait
+    /// outlives the process's stop (the failure is a real SQLITE_BUSY).
+    stop: StopFlag,
     stmt: Mutex<StmtState>,
-    /// Wall-clock µs at which the write lock was obtained in the current attempt.
+    /// Wall-clock µs at which the current transaction (or autocommit
+    /// statement) first held the write lock.
     acquired: Mutex<Option<i64>>,
-    /// Every wait in the handler, for `lock_wait_share`.
+    /// Every wait in the handler, for `lock_wait_total_s`.
     total_wait_us: AtomicU64,
 }
 
@@ -231,9 +278,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hook {
-    fn new(timeout: Duration) -> Hook {
+    fn new(timeout: Duration, stop: StopFlag) -> Hook {
         Hook {
             timeout,
+            stop,
             stmt: Mutex::new(StmtState::default()),
             acquired: Mutex::new(None),
             total_wait_us: AtomicU64::new(0),
@@ -247,54 +295,64 @@ impl Hook {
         );
     }
 
+    /// Closes the current lock event: its wait joins the statement's, the
+    /// connection's total and (at the end of its last sleep) the union.
+    fn close_event(&self, st: &mut StmtState, at: Option<Instant>) {
+        let waited = st.event_waited();
+        st.waited_before_event += waited;
+        self.add_wait(waited);
+        if st.in_wait {
+            st.in_wait = false;
+            let leave = at
+                .or(st.event_last_wake)
+                .or(st.event_start)
+                .unwrap_or_else(Instant::now);
+            wait_leave(leave);
+        }
+        st.event_start = None;
+        st.event_last_wake = None;
+    }
+
     /// Returns 1 to make SQLite try again, 0 to give up.
     fn on_busy(&self, count: c_int) -> c_int {
         let now = Instant::now();
         let mut st = lock(&self.stmt);
         st.calls = st.calls.saturating_add(1);
-        if !st.in_wait {
+        if count == 0 || st.event_start.is_none() {
+            // A new lock event (SQLite counts calls from 0 per event).
+            if st.event_start.is_some() {
+                self.close_event(&mut st, None);
+            }
+            st.event_start = Some(now);
+            st.event_last_wake = Some(now);
             st.in_wait = true;
             wait_enter(now);
         }
-        let event_start = match (count, st.event_start) {
-            (0, _) | (_, None) => {
-                let previous = st.waited_in_event;
-                st.waited_before_event += previous;
-                st.waited_in_event = Duration::ZERO;
-                st.event_start = Some(now);
-                now
-            }
-            (_, Some(start)) => {
-                if let Some(last) = st.last_call {
-                    self.add_wait(now.saturating_duration_since(last));
-                }
-                start
-            }
+        let count = u32::try_from(count.max(0)).unwrap_or(u32::MAX);
+        let delay = if self.stop.is_set() {
+            None
+        } else {
+            sqlite_busy_delay(count, self.timeout)
         };
-        let elapsed = now.saturating_duration_since(event_start);
-        st.waited_in_event = elapsed;
-        st.last_call = Some(now);
-        if elapsed >= self.timeout {
+        let Some(delay) = delay else {
             st.gave_up = true;
-            st.in_wait = false;
-            wait_leave(now);
+            st.event_last_wake = Some(now);
+            self.close_event(&mut st, Some(now));
             return 0;
-        }
-        let step = usize::try_from(count)
-            .unwrap_or(usize::MAX)
-            .min(DELAYS_MS.len() - 1);
-        let delay = Duration::from_millis(DELAYS_MS[step]).min(self.timeout - elapsed);
+        };
         drop(st);
         std::thread::sleep(delay);
+        let woke = Instant::now();
         let mut st = lock(&self.stmt);
+        st.event_last_wake = Some(woke);
         st.last_wake_wall = Some(now_micros());
         1
     }
 
     fn on_statement_start(&self) {
         let mut st = lock(&self.stmt);
-        if st.in_wait {
-            wait_leave(Instant::now());
+        if st.event_start.is_some() {
+            self.close_event(&mut st, None);
         }
         *st = StmtState {
             started_wall: now_micros(),
@@ -304,9 +362,8 @@ impl Hook {
 
     fn on_statement_end(&self, holds_write_lock: bool) {
         let mut st = lock(&self.stmt);
-        if st.in_wait {
-            st.in_wait = false;
-            wait_leave(Instant::now());
+        if st.event_start.is_some() {
+            self.close_event(&mut st, None);
         }
         if !holds_write_lock {
             return;
@@ -324,7 +381,7 @@ impl Hook {
         BusyRecord {
             calls: st.calls,
             gave_up: st.gave_up,
-            waited: st.waited_before_event + st.waited_in_event,
+            waited: st.waited_before_event + st.event_waited(),
         }
     }
 
@@ -334,6 +391,27 @@ impl Hook {
 
     fn on_failed_query(&self, code: c_int) {
         lock(&self.stmt).failed_code = Some(code);
+    }
+}
+
+/// A flag shared by a process's connections and its operations: set at
+/// shutdown, it ends retry loops and makes busy handlers give up.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(pub Arc<AtomicBool>);
+
+impl StopFlag {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl PartialEq for StopFlag {
+    /// Policies compare by their knobs; the flag is not a knob.
+    fn eq(&self, _: &StopFlag) -> bool {
+        true
     }
 }
 
@@ -460,7 +538,7 @@ unsafe impl Send for RawDb {}
 // ---------------------------------------------------------------------------
 
 /// A connection with the lab's policy: the diesel connection, its raw handle and
-/// its busy-handler state, side by side.
+/// its busy-handler state, side by side, plus the state of its transaction.
 pub struct LabConn {
     // Field order matters: the diesel connection (which closes the handle) is
     // dropped before the hook that the handle's callbacks point to.
@@ -468,12 +546,27 @@ pub struct LabConn {
     raw: RawDb,
     hook: Box<Hook>,
     policy: Arc<Policy>,
+    /// Django's manual-transaction mode (autocommit off, as Toaster's
+    /// buildinfohelper runs after its first sync): a block with no transaction
+    /// open begins one with SAVEPOINT, which SQLite always begins deferred, and
+    /// a bare statement begins one implicitly that stays open until
+    /// [`LabConn::sync`].
+    manual: bool,
+    /// Savepoints open inside the current transaction.
+    depth: u32,
+    /// The id of the open transaction (0 when none), for the trace.
+    txn: u64,
+    txn_seq: u64,
+    /// Rows written inside the open transaction, by operation, not committed yet.
+    pending: Vec<(&'static str, u64)>,
 }
 
 impl std::fmt::Debug for LabConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LabConn")
             .field("policy", &self.policy)
+            .field("manual", &self.manual)
+            .field("txn", &self.txn)
             .finish_non_exhaustive()
     }
 }
@@ -487,16 +580,25 @@ pub enum OpenError {
     Setup { path: String, message: String },
 }
 
-/// The outcome of a successful attempt: when its write lock was obtained.
+/// When an attempt waited, held the write lock and ended, and in which
+/// transaction.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AttemptTimes {
     /// Wall-clock µs when the attempt began waiting (BEGIN or the statement).
     pub started: i64,
-    /// Wall-clock µs when the write lock was really obtained, if it was.
+    /// Wall-clock µs when the write lock was really obtained, if it was during
+    /// this attempt (for a transaction: the moment its first write returned).
     pub acquired: Option<i64>,
     /// Wall-clock µs when the attempt ended.
     pub ended: i64,
+    /// The transaction the attempt ran in (0: an autocommit statement).
+    pub txn: u64,
+    /// The attempt was a savepoint inside a transaction that stays open.
+    pub nested: bool,
 }
+
+/// Rows that became durable with a commit, by the operation that wrote them.
+pub type Committed = Vec<(&'static str, u64)>;
 
 /// A failed attempt and its times.
 #[derive(Debug)]
@@ -524,12 +626,8 @@ impl<'c> Tx<'c> {
     pub fn conn(&mut self) -> &mut SqliteConnection {
         self.conn
     }
-    /// Adds rows written by this transaction.
-    pub fn wrote(&mut self, rows: usize) {
-        self.rows += rows as u64;
-    }
 
-    /// Runs a write and counts the rows it reports.
+    /// Runs a write and counts the rows SQLite reports it changed.
     pub fn counted(
         &mut self,
         write: impl FnOnce(&mut SqliteConnection) -> QueryResult<usize>,
@@ -537,6 +635,34 @@ impl<'c> Tx<'c> {
         let n = write(self.conn)?;
         self.rows += n as u64;
         Ok(n)
+    }
+
+    /// Runs an insert that returns the new row's id; one row is counted.
+    pub fn inserted<T>(
+        &mut self,
+        insert: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>,
+    ) -> QueryResult<T> {
+        let v = insert(self.conn)?;
+        self.rows += 1;
+        Ok(v)
+    }
+}
+
+/// An open atomic block: a transaction (BEGIN or the outermost SAVEPOINT) or a
+/// savepoint inside one. Ended by [`LabConn::end_block`].
+#[derive(Debug)]
+#[must_use = "a block must be ended with end_block"]
+pub struct Block {
+    savepoint: Option<String>,
+    /// The block began the transaction (BEGIN or the outermost SAVEPOINT).
+    outermost: bool,
+    started: i64,
+    acquired_before: Option<i64>,
+}
+
+impl Block {
+    pub fn is_nested(&self) -> bool {
+        !self.outermost
     }
 }
 
@@ -567,7 +693,7 @@ impl LabConn {
                 message: "the auto extension did not see the new connection".to_string(),
             });
         }
-        let hook = Box::new(Hook::new(policy.busy_timeout));
+        let hook = Box::new(Hook::new(policy.busy_timeout, policy.stop.clone()));
         let ctx = &*hook as *const Hook as *mut c_void;
         // SAFETY: raw is the live handle of `conn`, opened on this thread; ctx
         // outlives it (see the field order of LabConn).
@@ -600,6 +726,11 @@ impl LabConn {
             raw: RawDb(raw),
             hook,
             policy,
+            manual: false,
+            depth: 0,
+            txn: 0,
+            txn_seq: 0,
+            pending: Vec::new(),
         };
         let pragmas = [
             format!(
@@ -640,8 +771,7 @@ impl LabConn {
     }
 
     /// The diesel connection, for reads outside the lab's entry points (tests,
-    /// `check`). Writes go through [`LabConn::write_txn`] or
-    /// [`LabConn::autocommit`].
+    /// `check`). Writes go through the entry points below.
     pub fn diesel(&mut self) -> &mut SqliteConnection {
         &mut self.conn
     }
@@ -663,10 +793,35 @@ impl LabConn {
         }
     }
 
-    /// Whether a transaction is open on this connection.
+    /// Whether a transaction is open on this connection (SQLite's own view).
     pub fn in_transaction(&self) -> bool {
         // SAFETY: the handle is live while self is.
         unsafe { ffi::sqlite3_get_autocommit(self.raw.0) == 0 }
+    }
+
+    /// Whether the open transaction holds (or is committing with) the write
+    /// lock: SQLITE_TXN_WRITE.
+    pub fn holds_write_lock(&self) -> bool {
+        // SAFETY: the handle is live while self is.
+        unsafe { ffi::sqlite3_txn_state(self.raw.0, std::ptr::null()) == ffi::SQLITE_TXN_WRITE }
+    }
+
+    /// The open transaction's id (0 when none).
+    pub fn txn_id(&self) -> u64 {
+        if self.in_transaction() {
+            self.txn
+        } else {
+            0
+        }
+    }
+
+    /// Switches Django's manual-transaction mode on or off (see the field).
+    pub fn set_manual(&mut self, manual: bool) {
+        self.manual = manual;
+    }
+
+    pub fn is_manual(&self) -> bool {
+        self.manual
     }
 
     /// The journal mode of the file, read back.
@@ -717,44 +872,194 @@ impl LabConn {
         }
     }
 
-    fn begin_attempt(&self) -> i64 {
-        *lock(&self.hook.acquired) = None;
-        now_micros()
-    }
-
     fn acquired(&self) -> Option<i64> {
         *lock(&self.hook.acquired)
     }
 
-    fn rollback_after_failure(&mut self) {
+    fn times(&self, started: i64, acquired_before: Option<i64>, nested: bool) -> AttemptTimes {
+        let acquired = self.acquired();
+        AttemptTimes {
+            started,
+            // a nested attempt reports the lock only if it took it itself
+            acquired: if nested && acquired_before.is_some() {
+                None
+            } else {
+                acquired
+            },
+            ended: now_micros(),
+            txn: self.txn,
+            nested,
+        }
+    }
+
+    fn new_txn(&mut self) {
+        self.txn_seq += 1;
+        self.txn = self.txn_seq;
+        self.depth = 0;
+        *lock(&self.hook.acquired) = None;
+    }
+
+    /// Ends whatever is open with ROLLBACK, forgetting its pending rows.
+    fn rollback_all(&mut self) {
         if self.in_transaction() {
             if let Err(e) = self.conn.batch_execute("ROLLBACK") {
                 log::warn!("rollback after a failed attempt failed too: {e}");
             }
         }
+        self.depth = 0;
+        self.pending.clear();
     }
 
-    /// One attempt at a write transaction. It begins as the policy's transaction
-    /// mode says (no caller picks a BEGIN kind), runs `body`, waits `txn_work`,
-    /// and commits. On failure the class is read before the rollback. Retries and
-    /// counting are the caller's ([`crate::ops`]).
+    /// Opens an atomic block, as Django's `atomic()` does: inside an open
+    /// transaction a SAVEPOINT; in manual mode with none open, a SAVEPOINT
+    /// (SQLite begins a deferred transaction); else BEGIN as the policy's
+    /// transaction mode says.
+    pub fn begin_block(&mut self) -> Result<Block, DbError> {
+        let started = now_micros();
+        let open = self.in_transaction();
+        if !open {
+            self.depth = 0;
+            self.pending.clear();
+        }
+        if open || self.manual {
+            if !open {
+                self.new_txn();
+            }
+            let acquired_before = self.acquired();
+            let name = format!("lab_sp{}", self.depth);
+            self.conn
+                .batch_execute(&format!("SAVEPOINT {name}"))
+                .map_err(|e| self.classify(Phase::Begin, &e))?;
+            self.depth += 1;
+            return Ok(Block {
+                savepoint: Some(name),
+                outermost: !open,
+                started,
+                acquired_before,
+            });
+        }
+        self.new_txn();
+        let begin = match self.policy.txn_mode {
+            TxnMode::Deferred => "BEGIN DEFERRED",
+            TxnMode::Immediate => "BEGIN IMMEDIATE",
+        };
+        match self.conn.batch_execute(begin) {
+            Ok(()) => Ok(Block {
+                savepoint: None,
+                outermost: true,
+                started,
+                acquired_before: None,
+            }),
+            Err(e) => {
+                let err = self.classify(Phase::Begin, &e);
+                self.rollback_all();
+                Err(err)
+            }
+        }
+    }
+
+    /// Ends a block. `commit` true releases the savepoint or commits; if that
+    /// fails, the block is rolled back (as Django's `atomic()` does) and the
+    /// error returned. `commit` false rolls the block back. Returns the rows
+    /// that became durable.
+    pub fn end_block(&mut self, block: Block, commit: bool) -> Result<Committed, DbError> {
+        let _ = block.started;
+        match (&block.savepoint, commit) {
+            (Some(name), true) => {
+                if block.outermost && !self.policy.txn_work.is_zero() {
+                    std::thread::sleep(self.policy.txn_work);
+                }
+                match self.conn.batch_execute(&format!("RELEASE {name}")) {
+                    Ok(()) => {
+                        self.depth = self.depth.saturating_sub(1);
+                        if self.in_transaction() {
+                            Ok(Vec::new())
+                        } else {
+                            Ok(std::mem::take(&mut self.pending))
+                        }
+                    }
+                    Err(e) => {
+                        let phase = if block.outermost {
+                            Phase::Commit
+                        } else {
+                            Phase::Body
+                        };
+                        let err = self.classify(phase, &e);
+                        self.rollback_savepoint(name, block.outermost);
+                        Err(err)
+                    }
+                }
+            }
+            (Some(name), false) => {
+                self.rollback_savepoint(name, block.outermost);
+                Ok(Vec::new())
+            }
+            (None, true) => {
+                if !self.policy.txn_work.is_zero() {
+                    // LAB_TXN_WORK: a slower stack's time inside the transaction.
+                    std::thread::sleep(self.policy.txn_work);
+                }
+                match self.conn.batch_execute("COMMIT") {
+                    Ok(()) => Ok(std::mem::take(&mut self.pending)),
+                    Err(e) => {
+                        let err = self.classify(Phase::Commit, &e);
+                        self.rollback_all();
+                        Err(err)
+                    }
+                }
+            }
+            (None, false) => {
+                self.rollback_all();
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// ROLLBACK TO and RELEASE a savepoint (Django's savepoint rollback); the
+    /// rows written since it began are dropped from the pending ones.
+    fn rollback_savepoint(&mut self, name: &str, outermost: bool) {
+        if self.in_transaction() {
+            if let Err(e) = self
+                .conn
+                .batch_execute(&format!("ROLLBACK TO {name}; RELEASE {name}"))
+            {
+                log::warn!("rolling back to savepoint {name} failed: {e}");
+                if outermost {
+                    self.rollback_all();
+                }
+            }
+        }
+        self.depth = self.depth.saturating_sub(1);
+        if outermost || !self.in_transaction() {
+            self.pending.clear();
+        }
+    }
+
+    /// One attempt at an atomic block: [`LabConn::begin_block`], `body`, then
+    /// [`LabConn::end_block`]. Inside an open transaction it is a savepoint,
+    /// so a failure rolls back only the savepoint and the transaction stays
+    /// open. The class is read before any rollback. Retries and counting are
+    /// the caller's ([`crate::ops`]).
     pub fn write_txn<T>(
         &mut self,
+        op: &'static str,
         body: &mut dyn FnMut(&mut Tx<'_>) -> Result<T, TxError>,
-    ) -> Result<(T, u64, AttemptTimes), AttemptError> {
-        let started = self.begin_attempt();
-        let fail = |conn: &LabConn, error: AttemptFailure| AttemptError {
+    ) -> Result<(T, Committed, AttemptTimes), AttemptError> {
+        let nested_at_start = self.in_transaction();
+        let started = now_micros();
+        if !nested_at_start {
+            *lock(&self.hook.acquired) = None;
+        }
+        let fail = |conn: &LabConn, error: AttemptFailure, acquired_before| AttemptError {
             error,
-            times: AttemptTimes {
-                started,
-                acquired: conn.acquired(),
-                ended: now_micros(),
-            },
+            times: conn.times(started, acquired_before, nested_at_start),
             rows: 0,
         };
-        if let Err(err) = self.open_txn() {
-            return Err(fail(self, AttemptFailure::Db(err)));
-        }
+        let block = match self.begin_block() {
+            Ok(b) => b,
+            Err(err) => return Err(fail(self, AttemptFailure::Db(err), None)),
+        };
+        let acquired_before = block.acquired_before;
         let mut tx = Tx {
             conn: &mut self.conn,
             rows: 0,
@@ -765,108 +1070,169 @@ impl LabConn {
             Ok(v) => v,
             Err(TxError::Db(e)) => {
                 let err = self.classify(Phase::Body, &e);
-                self.rollback_after_failure();
-                return Err(fail(self, AttemptFailure::Db(err)));
+                let times = self.times(started, acquired_before, nested_at_start);
+                let _ = self.end_block(block, false);
+                return Err(AttemptError {
+                    error: AttemptFailure::Db(err),
+                    times,
+                    rows: 0,
+                });
             }
             Err(TxError::Abort(reason)) => {
-                self.rollback_after_failure();
-                return Err(fail(self, AttemptFailure::Aborted(reason)));
+                let _ = self.end_block(block, false);
+                return Err(fail(self, AttemptFailure::Aborted(reason), acquired_before));
             }
         };
-        if !self.policy.txn_work.is_zero() {
-            // LAB_TXN_WORK: a slower stack's time inside the transaction.
-            std::thread::sleep(self.policy.txn_work);
+        if rows > 0 {
+            self.pending.push((op, rows));
         }
-        if let Err(err) = self.commit() {
-            return Err(fail(self, AttemptFailure::Db(err)));
+        match self.end_block(block, true) {
+            Ok(committed) => Ok((
+                value,
+                committed,
+                self.times(started, acquired_before, nested_at_start),
+            )),
+            Err(err) => Err(fail(self, AttemptFailure::Db(err), acquired_before)),
         }
-        Ok((
-            value,
-            rows,
-            AttemptTimes {
-                started,
-                acquired: self.acquired(),
-                ended: now_micros(),
-            },
-        ))
     }
 
     /// Begins a transaction as the policy says and leaves it open, for code that
     /// must split one transaction over several steps (a test interleaving two
     /// schedulers' claim phases). Pair with [`LabConn::commit`] or
-    /// [`LabConn::rollback`]. Everything else uses [`LabConn::write_txn`].
+    /// [`LabConn::rollback`].
     pub fn begin(&mut self) -> Result<(), DbError> {
-        self.begin_attempt();
-        self.open_txn()
+        // The block is ended by commit() or rollback(), which end whatever
+        // transaction is open.
+        let _ = self.begin_block()?;
+        Ok(())
     }
 
-    /// BEGIN as the policy's transaction mode says; on failure the class is
-    /// read, then anything half-open is rolled back.
-    fn open_txn(&mut self) -> Result<(), DbError> {
-        let begin = match self.policy.txn_mode {
-            TxnMode::Deferred => "BEGIN DEFERRED",
-            TxnMode::Immediate => "BEGIN IMMEDIATE",
-        };
-        self.conn.batch_execute(begin).map_err(|e| {
-            let err = self.classify(Phase::Begin, &e);
-            self.rollback_after_failure();
-            err
-        })
+    /// Commits the open transaction (of [`LabConn::begin`] or an implicit
+    /// one); rolls back if the commit fails.
+    pub fn commit(&mut self) -> Result<Committed, DbError> {
+        match self.conn.batch_execute("COMMIT") {
+            Ok(()) => {
+                self.depth = 0;
+                Ok(std::mem::take(&mut self.pending))
+            }
+            Err(e) => {
+                let err = self.classify(Phase::Commit, &e);
+                self.rollback_all();
+                Err(err)
+            }
+        }
     }
 
-    /// Commits the transaction opened by [`LabConn::begin`]; rolls back if the
-    /// commit fails.
-    pub fn commit(&mut self) -> Result<(), DbError> {
-        self.conn.batch_execute("COMMIT").map_err(|e| {
-            let err = self.classify(Phase::Commit, &e);
-            self.rollback_after_failure();
-            err
-        })
+    /// Django's sync in manual mode (`set_autocommit(True)` then `False`):
+    /// COMMIT if a transaction is open. A failed COMMIT is **not** rolled
+    /// back: the transaction stays open, holding its locks, and the next
+    /// sync tries again. Switches manual mode on. Returns the rows that became
+    /// durable, and the times of the attempt when there was one.
+    pub fn sync(&mut self) -> Result<Option<(Committed, AttemptTimes)>, (DbError, AttemptTimes)> {
+        self.manual = true;
+        if !self.in_transaction() {
+            self.pending.clear();
+            return Ok(None);
+        }
+        let started = now_micros();
+        match self.conn.batch_execute("COMMIT") {
+            Ok(()) => {
+                self.depth = 0;
+                let times = self.times(started, None, false);
+                Ok(Some((std::mem::take(&mut self.pending), times)))
+            }
+            Err(e) => {
+                let err = self.classify(Phase::Commit, &e);
+                Err((err, self.times(started, None, false)))
+            }
+        }
     }
 
-    /// Rolls back an open transaction, if any.
+    /// Rolls back an open transaction, if any (its pending rows are lost).
     pub fn rollback(&mut self) {
-        self.rollback_after_failure();
+        self.rollback_all();
     }
 
-    /// One attempt of statements in autocommit mode: each statement is its own
-    /// transaction. Used for per-event inserts and for views without
-    /// ATOMIC_REQUESTS. A failure after some statements leaves those committed.
+    /// Rows written inside the open transaction and not committed yet.
+    pub fn pending_rows(&self) -> u64 {
+        self.pending.iter().map(|(_, n)| n).sum()
+    }
+
+    /// One attempt of statements with no block of their own: each autocommits
+    /// when no transaction is open; inside an open transaction they join it.
+    /// In manual mode with none open, the first statement begins one
+    /// implicitly (Python's sqlite3 issues BEGIN before a write, as the policy's
+    /// transaction mode says), and it stays open until [`LabConn::sync`].
     pub fn autocommit<T>(
         &mut self,
+        op: &'static str,
         body: &mut dyn FnMut(&mut Tx<'_>) -> Result<T, TxError>,
-    ) -> Result<(T, u64, AttemptTimes), AttemptError> {
-        let started = self.begin_attempt();
+    ) -> Result<(T, Committed, AttemptTimes), AttemptError> {
+        let started = now_micros();
+        let was_open = self.in_transaction();
+        if !was_open {
+            self.pending.clear();
+            self.depth = 0;
+            if self.manual {
+                self.new_txn();
+                let begin = match self.policy.txn_mode {
+                    TxnMode::Deferred => "BEGIN",
+                    TxnMode::Immediate => "BEGIN IMMEDIATE",
+                };
+                if let Err(e) = self.conn.batch_execute(begin) {
+                    let err = self.classify(Phase::Begin, &e);
+                    self.rollback_all();
+                    return Err(AttemptError {
+                        error: AttemptFailure::Db(err),
+                        times: self.times(started, None, false),
+                        rows: 0,
+                    });
+                }
+            } else {
+                self.txn = 0;
+                *lock(&self.hook.acquired) = None;
+            }
+        }
+        let joins = self.in_transaction();
+        let acquired_before = if joins { self.acquired() } else { None };
         let mut tx = Tx {
             conn: &mut self.conn,
             rows: 0,
         };
         let result = body(&mut tx);
         let rows = tx.rows;
-        let times = |conn: &LabConn| AttemptTimes {
-            started,
-            acquired: conn.acquired(),
-            ended: now_micros(),
+        // Rows of statements that ran inside a transaction wait for its
+        // commit; autocommitted ones are durable now.
+        let committed: Committed = if joins {
+            if rows > 0 {
+                self.pending.push((op, rows));
+            }
+            Vec::new()
+        } else if rows > 0 {
+            vec![(op, rows)]
+        } else {
+            Vec::new()
         };
+        let times = |conn: &LabConn| conn.times(started, acquired_before, was_open);
         match result {
-            Ok(v) => Ok((v, rows, times(self))),
+            Ok(v) => Ok((v, committed, times(self))),
             Err(TxError::Db(e)) => {
                 let err = self.classify(Phase::Autocommit, &e);
                 Err(AttemptError {
                     error: AttemptFailure::Db(err),
                     times: times(self),
-                    rows,
+                    rows: committed.iter().map(|(_, n)| n).sum(),
                 })
             }
             Err(TxError::Abort(reason)) => Err(AttemptError {
                 error: AttemptFailure::Aborted(reason),
                 times: times(self),
-                rows,
+                rows: committed.iter().map(|(_, n)| n).sum(),
             }),
         }
     }
 
-    /// One read-only attempt (autocommit SELECTs).
+    /// One read-only attempt (SELECTs; inside the open transaction if any).
     pub fn read<T>(
         &mut self,
         body: &mut dyn FnMut(&mut SqliteConnection) -> QueryResult<T>,
@@ -942,7 +1308,7 @@ impl ManageConnection for LabManager {
     fn is_valid(&self, conn: &mut LabConn) -> Result<(), OpenError> {
         if conn.in_transaction() {
             // A connection must come back from its user with no open transaction.
-            conn.rollback_after_failure();
+            conn.rollback_all();
         }
         Ok(())
     }
@@ -964,4 +1330,46 @@ pub fn build_pool(target: &DbTarget, policy: Policy, max_size: u32) -> Result<Po
         .test_on_check_out(true)
         .build(LabManager::new(target.clone(), policy))
         .map_err(|e| format!("opening a pool on {}: {e}", target.path().display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The handler follows sqliteDefaultBusyCallback: the nominal delays never
+    /// sum past the timeout, the last one is cut to fit, then it gives up.
+    #[test]
+    fn busy_delays_follow_sqlites_rule() {
+        let timeout = Duration::from_millis(500);
+        let mut sum = Duration::ZERO;
+        let mut calls = 0;
+        while let Some(d) = sqlite_busy_delay(calls, timeout) {
+            sum += d;
+            calls += 1;
+            assert!(calls < 1000);
+        }
+        assert_eq!(sum, timeout, "the delays add up to the timeout exactly");
+        // 1+2+5+10+15+20+25+25+25+50+50+100 = 328, then 100 and the last 72
+        assert_eq!(calls, 14);
+        assert_eq!(
+            sqlite_busy_delay(0, timeout),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(
+            sqlite_busy_delay(12, timeout),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            sqlite_busy_delay(13, timeout),
+            Some(Duration::from_millis(72))
+        );
+        assert_eq!(sqlite_busy_delay(0, Duration::ZERO), None);
+        let mut sum = Duration::ZERO;
+        let mut c = 0;
+        while let Some(d) = sqlite_busy_delay(c, Duration::from_secs(20)) {
+            sum += d;
+            c += 1;
+        }
+        assert_eq!(sum, Duration::from_secs(20));
+    }
 }

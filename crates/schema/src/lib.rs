@@ -8,7 +8,9 @@
 //! - [`db`]: the one place connections are opened, with the lab's own busy
 //!   handler, and the write-transaction entry point.
 //! - [`error`]: lock-error classes recovered from SQLite's real codes.
-//! - [`ops`]: operations, the retry policy, and how failures are counted.
+//! - [`ops`]: operations, their transactions, and how failures are counted.
+//! - [`strategy`]: the claim strategies, commit policies and retry policies,
+//!   one file each.
 //! - [`settings`]: knobs, presets and the precedence of their sources.
 //! - [`stats`] and [`trace`]: per-process statistics and the lock trace.
 //! - [`stream`]: the deterministic build-event stream regenerated from a seed.
@@ -18,7 +20,6 @@
 //! the same SQLite); hdrhistogram for latency quantiles; rand_chacha for a
 //! stream that is the same on every platform and version.
 
-pub mod claim;
 pub mod db;
 pub mod error;
 pub mod migrate;
@@ -28,6 +29,7 @@ pub mod plant;
 pub mod schema;
 pub mod settings;
 pub mod stats;
+pub mod strategy;
 pub mod stream;
 pub mod trace;
 pub mod types;

@@ -267,13 +267,29 @@ pub fn migrate(
             journal_mode.as_str()
         )));
     }
-    let applied = conn
+    // A migration that rebuilds a table (SQLite cannot drop NOT NULL in place)
+    // runs with foreign keys off, as lang_altertable.html's procedure says;
+    // PRAGMA foreign_key_check then proves nothing was left dangling.
+    conn.diesel()
+        .batch_execute("PRAGMA foreign_keys = OFF")
+        .map_err(|e| other(format!("turning foreign keys off for the migrations: {e}")))?;
+    let applied: Vec<String> = conn
         .diesel()
         .run_pending_migrations(MIGRATIONS)
         .map_err(|e| other(format!("running migrations: {e}")))?
         .iter()
         .map(|v| v.to_string())
         .collect();
+    let dangling = foreign_key_violations(conn.diesel())
+        .map_err(|e| other(format!("PRAGMA foreign_key_check: {e}")))?;
+    if dangling > 0 {
+        return Err(other(format!(
+            "after the migrations, {dangling} rows point at rows that do not exist (PRAGMA foreign_key_check)"
+        )));
+    }
+    conn.diesel()
+        .batch_execute("PRAGMA foreign_keys = ON")
+        .map_err(|e| other(format!("turning foreign keys back on: {e}")))?;
     let (environments_added, environments_total) =
         Environment::register(conn.diesel(), environments)
             .map_err(|e| other(format!("registering environments: {e}")))?;
@@ -284,6 +300,20 @@ pub fn migrate(
         environments_added,
         environments_total,
     })
+}
+
+#[derive(QueryableByName)]
+struct FkViolation {
+    #[diesel(sql_type = Text)]
+    #[allow(dead_code)]
+    table: String,
+}
+
+/// How many rows `PRAGMA foreign_key_check` reports.
+fn foreign_key_violations(conn: &mut SqliteConnection) -> QueryResult<usize> {
+    Ok(diesel::sql_query("PRAGMA foreign_key_check")
+        .load::<FkViolation>(conn)?
+        .len())
 }
 
 /// Reads the file's journal mode and synchronous setting without changing them.

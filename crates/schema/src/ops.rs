@@ -1,33 +1,49 @@
 //! Operations: the unit the lab counts. An operation is one logical piece of work
-//! (one HTTP create, one claim, one event write or batch); it runs one or more
-//! transactions, each under the retry policy.
+//! (one HTTP create, one claim step, one event save, one sync); it runs one or
+//! more attempts, each under the retry policy.
 //!
-//! ```text
-//! lab.op("create_request", |op| {
-//!     let project = op.autocommit(conn, |tx| Project::get_or_create(tx.conn(), name))?;
-//!     op.write(conn, |tx| { ...; Ok(ids) })
-//! })
-//! ```
+//! The calls mirror what an ORM does on SQLite, so that each strategy can say
+//! exactly where its transactions begin and end:
+//!
+//! - [`Op::write`] (also [`Op::save`]): an atomic block around `body`, retried as
+//!   a unit. With no transaction open it is a transaction (BEGIN as the
+//!   policy's mode says, or a SAVEPOINT in Django's manual mode); inside an open
+//!   one it is a savepoint, and a retry happens *inside* the still-open
+//!   transaction, as Toaster's patched save does.
+//! - [`Op::block`]: an outer `atomic()` block whose body reads and saves; its
+//!   saves retry inside it; its COMMIT is not retried.
+//! - [`Op::autocommit`]: statements that autocommit (or join the open
+//!   transaction), retried as a unit.
+//! - [`Op::statement`]: statements that no policy retries (a queryset update,
+//!   a bulk insert); in manual mode they begin a transaction that stays open.
+//! - [`Op::read`]: reads.
+//! - [`Op::sync`]: Django's manual-mode sync: COMMIT if open; a failed COMMIT
+//!   leaves the transaction open.
 //!
 //! Every failed attempt is counted under its class, logged once with class,
-//! waited_ms and op, and either retried (counted) or the operation gives up.
+//! waited_ms and op, and either retried (counted) or the operation gives up. An
+//! operation that rolls back on purpose (a lost race, nothing to do) is counted
+//! as rolled back, never as ok. An operation that retries three times with one
+//! class inside one transaction, or runs longer than twice the busy timeout,
+//! is a stall ([`crate::stats::Stall`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
-use rand::Rng;
+use diesel::QueryResult;
 
-use crate::db::{AttemptError, AttemptFailure, LabConn, Tx};
-use crate::error::{DbError, OpError, TxError};
-use crate::settings::RetryPolicy;
+use crate::db::{AttemptError, AttemptFailure, AttemptTimes, Block, Committed, LabConn, Tx};
+use crate::error::{DbError, LockClass, OpError, TxError};
 use crate::stats::{Outcome, Stats};
-use crate::trace::Trace;
+use crate::strategy::retry::{self, Call, Failure};
+use crate::trace::{Attempt, Trace};
 
-/// Toaster's patched save sleeps this long between tries.
-pub const TOASTER_RETRY_SLEEP: Duration = Duration::from_millis(500);
+pub use crate::strategy::retry::{backoff_pause, TOASTER_RETRY_SLEEP};
+
+/// Retries with one class inside one open transaction that make a stall.
+pub const STALL_RETRIES: u32 = 3;
 
 /// What every operation of a process shares: its name, stats, trace and the
 /// flag that ends retry loops at shutdown.
@@ -38,6 +54,8 @@ pub struct Lab {
     pub trace: Option<Arc<Trace>>,
     pub stopping: Arc<AtomicBool>,
 }
+
+static OP_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl Lab {
     pub fn new(process: impl Into<String>) -> Lab {
@@ -55,30 +73,49 @@ impl Lab {
         self
     }
 
+    /// The flag to put in the connection policy, so that busy handlers give up
+    /// when this process stops.
+    pub fn stop_flag(&self) -> crate::db::StopFlag {
+        crate::db::StopFlag(self.stopping.clone())
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Runs one operation and counts it: ok, aborted (counted as ok) or gave up.
+    /// Runs one operation and counts it: ok, rolled back, or gave up.
     pub fn op<T>(
         &self,
         name: &'static str,
         f: impl FnOnce(&mut Op<'_>) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
-        self.stats.op_started(name);
+        let id = OP_IDS.fetch_add(1, Ordering::Relaxed);
+        self.stats.op_started(name, id);
         let mut op = Op {
             lab: self,
             name,
+            id,
             started: Instant::now(),
+            attempt: 0,
+            same_class: None,
+            retried: false,
         };
         let result = f(&mut op);
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
-            Err(OpError::Aborted(_)) => Outcome::Aborted,
+            Err(OpError::Aborted(_)) => Outcome::RolledBack,
             Err(OpError::Db(_)) => Outcome::GaveUp,
         };
-        self.stats.op_finished(name, outcome, op.started.elapsed());
+        let abandoned = self.is_stopping() && op.retried && outcome == Outcome::GaveUp;
+        self.stats
+            .op_finished(name, id, outcome, op.started.elapsed(), abandoned);
         result
+    }
+
+    fn trace(&self, op: &str, a: Attempt<'_>) {
+        if let Some(trace) = &self.trace {
+            trace.record(op, a);
+        }
     }
 }
 
@@ -86,137 +123,339 @@ impl Lab {
 pub struct Op<'a> {
     lab: &'a Lab,
     name: &'static str,
+    id: u64,
     started: Instant,
+    attempt: u32,
+    /// Consecutive failures with one class inside one open transaction:
+    /// (class, transaction id, count).
+    same_class: Option<(LockClass, u64, u32)>,
+    retried: bool,
 }
 
-enum Kind {
-    Txn,
-    Autocommit,
-}
+impl<'a> Op<'a> {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
 
-impl Op<'_> {
-    /// A write transaction, begun as the policy's transaction mode says, retried
-    /// as its retry policy says.
+    /// The process's lab, to run a separate operation (a cleanup that must be
+    /// counted on its own).
+    pub fn lab(&self) -> &'a Lab {
+        self.lab
+    }
+
+    /// An atomic block around `body`, retried as the policy says. See the
+    /// module doc: a transaction, or a savepoint inside the open one.
     pub fn write<T>(
         &mut self,
         conn: &mut LabConn,
-        body: impl FnMut(&mut Tx<'_>) -> Result<T, TxError>,
+        mut body: impl FnMut(&mut Tx<'_>) -> Result<T, TxError>,
     ) -> Result<T, OpError> {
-        self.attempts(conn, Kind::Txn, body)
+        loop {
+            let before = conn.total_lock_wait();
+            let result = conn.write_txn(self.name, &mut body);
+            self.lock_waited(conn, before);
+            match result {
+                Ok((value, committed, times)) => {
+                    self.committed(&committed);
+                    self.trace_ok(&times, if times.nested { "savepoint" } else { "txn" });
+                    return Ok(value);
+                }
+                Err(e) => self.attempt_failed(conn, e, Call::Save, "txn")?,
+            }
+        }
     }
 
-    /// Statements in autocommit mode, retried as a unit. Rows of statements that
-    /// committed before a failure stay committed (and counted).
-    pub fn autocommit<T>(
+    /// A model save, as Toaster's patched `save()`: the same as
+    /// [`Op::write`], named for the strategies that model Django.
+    pub fn save<T>(
         &mut self,
         conn: &mut LabConn,
         body: impl FnMut(&mut Tx<'_>) -> Result<T, TxError>,
     ) -> Result<T, OpError> {
-        self.attempts(conn, Kind::Autocommit, body)
+        self.write(conn, body)
     }
 
-    /// Read-only statements in autocommit mode, retried under the policy.
+    /// Statements that autocommit (or join the open transaction), retried as a
+    /// unit. Rows of statements that committed before a failure stay committed.
+    pub fn autocommit<T>(
+        &mut self,
+        conn: &mut LabConn,
+        mut body: impl FnMut(&mut Tx<'_>) -> Result<T, TxError>,
+    ) -> Result<T, OpError> {
+        loop {
+            let before = conn.total_lock_wait();
+            let result = conn.autocommit(self.name, &mut body);
+            self.lock_waited(conn, before);
+            match result {
+                Ok((value, committed, times)) => {
+                    self.committed(&committed);
+                    self.trace_ok(&times, "autocommit");
+                    return Ok(value);
+                }
+                Err(e) => self.attempt_failed(conn, e, Call::Save, "autocommit")?,
+            }
+        }
+    }
+
+    /// Statements that no policy retries: a queryset update or delete, a bulk
+    /// insert. In manual mode with no transaction open, the first one begins
+    /// a transaction that stays open until [`Op::sync`].
+    pub fn statement<T>(
+        &mut self,
+        conn: &mut LabConn,
+        mut body: impl FnMut(&mut Tx<'_>) -> Result<T, TxError>,
+    ) -> Result<T, OpError> {
+        let before = conn.total_lock_wait();
+        let result = conn.autocommit(self.name, &mut body);
+        self.lock_waited(conn, before);
+        match result {
+            Ok((value, committed, times)) => {
+                self.committed(&committed);
+                self.trace_ok(&times, "statement");
+                Ok(value)
+            }
+            Err(e) => {
+                self.attempt_failed(conn, e, Call::Statement, "statement")?;
+                Err(OpError::Aborted(
+                    "unreachable: statements are not retried".into(),
+                ))
+            }
+        }
+    }
+
+    /// Reads, retried as the policy says (Toaster's policy never retries a
+    /// read).
     pub fn read<T>(
         &mut self,
         conn: &mut LabConn,
         mut body: impl FnMut(&mut SqliteConnection) -> QueryResult<T>,
     ) -> Result<T, OpError> {
-        let mut attempt = 0u32;
         loop {
             let before = conn.total_lock_wait();
             let result = conn.read(&mut body);
-            self.lab
-                .stats
-                .lock_waited(conn.total_lock_wait().saturating_sub(before));
+            self.lock_waited(conn, before);
             match result {
                 Ok(v) => return Ok(v),
-                Err(e) => self.after_failure(conn, &e, &mut attempt)?,
+                Err(e) => self.after_failure(conn, &e, Call::Read)?,
             }
         }
     }
 
-    fn attempts<T>(
+    /// An outer atomic block: BEGIN (or a SAVEPOINT), `body`, COMMIT. The
+    /// body's saves retry inside the open block; the COMMIT is not retried.
+    /// `TxError::Abort` from the body (or an [`OpError::Aborted`]) rolls the
+    /// block back and the operation is counted as rolled back.
+    pub fn block<T>(
         &mut self,
         conn: &mut LabConn,
-        kind: Kind,
-        mut body: impl FnMut(&mut Tx<'_>) -> Result<T, TxError>,
+        body: impl FnOnce(&mut Op<'_>, &mut LabConn) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
-        let mut attempt = 0u32;
-        let kind_name = match kind {
-            Kind::Txn => "txn",
-            Kind::Autocommit => "autocommit",
+        let before = conn.total_lock_wait();
+        let started = crate::types::now_micros();
+        let block = match conn.begin_block() {
+            Ok(b) => b,
+            Err(e) => {
+                self.lock_waited(conn, before);
+                self.trace_failed(started, conn, &e, "txn");
+                self.after_failure(conn, &e, Call::Statement)?;
+                return Err(OpError::Db(e));
+            }
         };
-        loop {
-            let before = conn.total_lock_wait();
-            let result = match kind {
-                Kind::Txn => conn.write_txn(&mut body),
-                Kind::Autocommit => conn.autocommit(&mut body),
-            };
-            self.lab
-                .stats
-                .lock_waited(conn.total_lock_wait().saturating_sub(before));
-            match result {
-                Ok((value, rows, times)) => {
-                    self.lab.stats.rows_committed(self.name, rows);
-                    if let Some(trace) = &self.lab.trace {
-                        trace.record(self.name, kind_name, &times, "commit", None);
-                    }
-                    return Ok(value);
+        self.lock_waited(conn, before);
+        let nested = block.is_nested();
+        let result = body(self, conn);
+        let before = conn.total_lock_wait();
+        let ended = self.end(conn, block, result.is_ok());
+        self.lock_waited(conn, before);
+        let kind = if nested { "savepoint" } else { "txn" };
+        match (result, ended) {
+            (Ok(v), Ok((committed, times))) => {
+                self.committed(&committed);
+                self.trace_ok(&AttemptTimes { started, ..times }, kind);
+                Ok(v)
+            }
+            (Ok(_), Err((e, times))) => {
+                self.lab.trace(
+                    self.name,
+                    Attempt::failed(kind, &AttemptTimes { started, ..times }, &e, self.attempt),
+                );
+                self.after_failure(conn, &e, Call::Statement)?;
+                Err(OpError::Db(e))
+            }
+            (Err(e), _) => {
+                if let Some(trace) = &self.lab.trace {
+                    let times = AttemptTimes {
+                        started,
+                        ended: crate::types::now_micros(),
+                        txn: conn.txn_id(),
+                        nested,
+                        acquired: None,
+                    };
+                    trace.record(self.name, Attempt::rolled_back(kind, &times));
                 }
-                Err(AttemptError { error, times, rows }) => {
-                    self.lab.stats.rows_committed(self.name, rows);
-                    match error {
-                        AttemptFailure::Aborted(reason) => {
-                            if let Some(trace) = &self.lab.trace {
-                                trace.record(self.name, kind_name, &times, "rollback", None);
-                            }
-                            return Err(OpError::Aborted(reason));
-                        }
-                        AttemptFailure::Db(e) => {
-                            if let Some(trace) = &self.lab.trace {
-                                trace.record(self.name, kind_name, &times, "failed", Some(e.class));
-                            }
-                            self.after_failure(conn, &e, &mut attempt)?;
-                        }
-                    }
-                }
+                Err(e)
+            }
+        }
+    }
+
+    fn end(
+        &mut self,
+        conn: &mut LabConn,
+        block: Block,
+        commit: bool,
+    ) -> Result<(Committed, AttemptTimes), (DbError, AttemptTimes)> {
+        let nested = block.is_nested();
+        let txn = conn.txn_id();
+        let r = conn.end_block(block, commit);
+        let times = AttemptTimes {
+            started: 0,
+            acquired: None,
+            ended: crate::types::now_micros(),
+            txn,
+            nested,
+        };
+        match r {
+            Ok(c) => Ok((c, times)),
+            Err(e) => Err((e, times)),
+        }
+    }
+
+    /// Django's manual-mode sync: COMMIT if a transaction is open. A failed
+    /// COMMIT is counted, not retried, and leaves the transaction open; the
+    /// open transaction is tracked as a stall while its commits keep failing.
+    /// Returns whether there was anything to commit.
+    pub fn sync(&mut self, conn: &mut LabConn) -> Result<bool, OpError> {
+        let txn = conn.txn_id();
+        let before = conn.total_lock_wait();
+        let result = conn.sync();
+        self.lock_waited(conn, before);
+        match result {
+            Ok(None) => Ok(false),
+            Ok(Some((committed, times))) => {
+                self.committed(&committed);
+                self.trace_ok(&times, "sync");
+                self.lab.stats.txn_settled(txn, false);
+                Ok(true)
+            }
+            Err((e, times)) => {
+                self.lab.trace(
+                    self.name,
+                    Attempt::failed("sync", &times, &e, self.attempt + 1),
+                );
+                self.lab.stats.txn_commit_failed(txn, self.name, e.class);
+                self.after_failure(conn, &e, Call::Statement)?;
+                Err(OpError::Db(e))
+            }
+        }
+    }
+
+    fn lock_waited(&self, conn: &LabConn, before: Duration) {
+        self.lab
+            .stats
+            .lock_waited(conn.total_lock_wait().saturating_sub(before));
+    }
+
+    fn committed(&self, committed: &Committed) {
+        for (op, rows) in committed {
+            self.lab.stats.rows_committed(op, *rows);
+        }
+    }
+
+    fn trace_ok(&self, times: &AttemptTimes, kind: &str) {
+        self.lab
+            .trace(self.name, Attempt::ok(kind, times, self.attempt));
+    }
+
+    fn trace_failed(&self, started: i64, conn: &LabConn, e: &DbError, kind: &str) {
+        let times = AttemptTimes {
+            started,
+            acquired: None,
+            ended: crate::types::now_micros(),
+            txn: conn.txn_id(),
+            nested: false,
+        };
+        self.lab.trace(
+            self.name,
+            Attempt::failed(kind, &times, e, self.attempt + 1),
+        );
+    }
+
+    /// A failed attempt of a write or statement: rows that committed anyway are
+    /// counted, the attempt is traced, then counted and retried or given up.
+    fn attempt_failed(
+        &mut self,
+        conn: &LabConn,
+        e: AttemptError,
+        call: Call,
+        kind: &str,
+    ) -> Result<(), OpError> {
+        let AttemptError { error, times, rows } = e;
+        self.lab.stats.rows_committed(self.name, rows);
+        let kind = if times.nested { "savepoint" } else { kind };
+        match error {
+            AttemptFailure::Aborted(reason) => {
+                self.lab
+                    .trace(self.name, Attempt::rolled_back(kind, &times));
+                Err(OpError::Aborted(reason))
+            }
+            AttemptFailure::Db(e) => {
+                self.lab.trace(
+                    self.name,
+                    Attempt::failed(kind, &times, &e, self.attempt + 1),
+                );
+                self.after_failure(conn, &e, call)
             }
         }
     }
 
     /// Counts and logs a failed attempt, then either sleeps before the next one
     /// (Ok) or gives up (Err).
-    fn after_failure(
-        &mut self,
-        conn: &LabConn,
-        e: &DbError,
-        attempt: &mut u32,
-    ) -> Result<(), OpError> {
-        *attempt += 1;
+    fn after_failure(&mut self, conn: &LabConn, e: &DbError, call: Call) -> Result<(), OpError> {
+        self.attempt += 1;
         let stats = &self.lab.stats;
         stats.attempt_failed(self.name, e.class);
-        let policy = conn.policy();
-        let pause = match policy.retry {
-            _ if !e.class.is_transient() => None,
-            _ if self.lab.is_stopping() => None,
-            RetryPolicy::None => None,
-            RetryPolicy::Toaster => Some(TOASTER_RETRY_SLEEP),
-            RetryPolicy::Backoff => {
-                let spent = self.started.elapsed();
-                let left = policy.retry_deadline.saturating_sub(spent);
-                if left.is_zero() {
-                    None
-                } else {
-                    Some(backoff_pause(*attempt).min(left))
-                }
-            }
+        // A retry inside a transaction that stays open: count repeats of one
+        // class, the mark of a stall.
+        let txn = conn.txn_id();
+        let repeats = if txn != 0 {
+            let n = match self.same_class {
+                Some((c, t, n)) if c == e.class && t == txn => n + 1,
+                _ => 1,
+            };
+            self.same_class = Some((e.class, txn, n));
+            n
+        } else {
+            self.same_class = None;
+            0
         };
+        let policy = conn.policy();
+        let pause = if self.lab.is_stopping() {
+            None
+        } else {
+            retry::pause(
+                policy.retry,
+                policy.retry_deadline,
+                &Failure {
+                    class: e.class,
+                    attempt: self.attempt,
+                    spent: self.started.elapsed(),
+                    call,
+                },
+            )
+        };
+        stats.op_failed_attempt(self.id, e.class, repeats, pause.is_some());
         let what = match pause {
             Some(p) => format!("retrying in {}ms", p.as_millis()),
+            None if self.lab.is_stopping() => "giving up: shutting down".to_string(),
             None => "giving up".to_string(),
         };
+        let inside = if repeats > 0 {
+            format!(" txn={txn} same_class_in_txn={repeats}")
+        } else {
+            String::new()
+        };
         log::warn!(
-            "{}: {} failed class={} waited_ms={:.1} op={} attempt={} code={}: {}",
+            "{}: {} failed class={} waited_ms={:.1} op={} attempt={}{} code={}: {}",
             self.lab.process,
             match e.phase {
                 crate::error::Phase::Begin => "begin",
@@ -227,29 +466,21 @@ impl Op<'_> {
             e.class,
             e.waited_ms(),
             self.name,
-            attempt,
+            self.attempt,
+            inside,
             e.extended_code,
             what
         );
         match pause {
             Some(p) => {
                 stats.retried(self.name);
+                self.retried = true;
                 sleep_unless_stopping(p, &self.lab.stopping);
                 Ok(())
             }
             None => Err(OpError::Db(e.clone())),
         }
     }
-}
-
-/// Jittered exponential backoff: 10 ms doubling to 1 s, each pause drawn from
-/// [d/2, d).
-pub fn backoff_pause(attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(7);
-    let d = Duration::from_millis(10 << exp).min(Duration::from_secs(1));
-    let half = d / 2;
-    let jitter = rand::rng().random_range(0..=half.as_micros() as u64);
-    half + Duration::from_micros(jitter)
 }
 
 /// Sleeps, waking early when the process is asked to stop.

@@ -84,3 +84,35 @@ pub fn second_build(conn: &mut SqliteConnection, request: RequestId) -> QueryRes
 pub fn forget_migrations(conn: &mut SqliteConnection) -> QueryResult<usize> {
     diesel::sql_query(format!("DELETE FROM {}", crate::migrate::MIGRATIONS_TABLE)).execute(conn)
 }
+
+/// Sets a build's seed (tests that need a known stream).
+pub fn set_seed(conn: &mut SqliteConnection, build: BuildId, seed: i64) -> QueryResult<usize> {
+    diesel::update(crate::schema::build::table.filter(crate::schema::build::id.eq(build)))
+        .set(crate::schema::build::seed.eq(Some(seed)))
+        .execute(conn)
+}
+
+/// A queued request row as webui would write it for the HTTP request
+/// `client_request_id` (check: rows against the loadgen log).
+pub fn request_row(
+    conn: &mut SqliteConnection,
+    client_request_id: Option<&str>,
+) -> QueryResult<RequestId> {
+    let project = crate::models::Project::get_or_create(conn, "planted")?;
+    crate::models::BuildRequest::create(
+        conn,
+        &crate::models::NewRequest {
+            project_id: project,
+            needs: &crate::models::Needs::default(),
+            priority: 0,
+            submitted_by: "planted",
+            client_request_id,
+            build_id: None,
+        },
+    )
+}
+
+/// Deletes a request row (check: a row a 2xx promised is lost).
+pub fn delete_request(conn: &mut SqliteConnection, id: RequestId) -> QueryResult<usize> {
+    crate::models::BuildRequest::delete(conn, id)
+}

@@ -21,6 +21,8 @@ diesel::table! {
         reason -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        build_id -> Nullable<BigInt>,
+        environment_id -> Nullable<BigInt>,
     }
 }
 
@@ -50,11 +52,11 @@ diesel::table! {
 diesel::table! {
     build (id) {
         id -> BigInt,
-        request_id -> BigInt,
-        claimed_by -> Text,
+        request_id -> Nullable<BigInt>,
+        claimed_by -> Nullable<Text>,
         owner -> Nullable<Text>,
         lease_until -> Nullable<BigInt>,
-        seed -> BigInt,
+        seed -> Nullable<BigInt>,
         events_expected -> Nullable<Integer>,
         events_ingested -> Integer,
         events_given_up -> Integer,
@@ -76,6 +78,52 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    br_bitbake (id) {
+        id -> BigInt,
+        request_id -> BigInt,
+        giturl -> Text,
+        commit_ref -> Text,
+        dirpath -> Text,
+    }
+}
+
+diesel::table! {
+    br_target (id) {
+        id -> BigInt,
+        request_id -> BigInt,
+        target -> Text,
+        task -> Text,
+    }
+}
+
+diesel::table! {
+    br_layer (id) {
+        id -> BigInt,
+        request_id -> BigInt,
+        name -> Text,
+        giturl -> Text,
+    }
+}
+
+diesel::table! {
+    br_variable (id) {
+        id -> BigInt,
+        request_id -> BigInt,
+        name -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    build_target (id) {
+        id -> BigInt,
+        build_id -> BigInt,
+        target -> Text,
+        task -> Text,
+    }
+}
+
 diesel::joinable!(build_request -> project (project_id));
 diesel::joinable!(booking -> build_environment (environment_id));
 diesel::joinable!(booking -> build_request (request_id));
@@ -89,6 +137,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     booking,
     build,
     build_event,
+    br_bitbake,
+    br_target,
+    br_layer,
+    br_variable,
+    build_target,
 );
 
 /// The tables that belong to locklab. `migrate` refuses a file holding any other.
@@ -99,4 +152,9 @@ pub const LAB_TABLES: &[&str] = &[
     "booking",
     "build",
     "build_event",
+    "br_bitbake",
+    "br_target",
+    "br_layer",
+    "br_variable",
+    "build_target",
 ];

@@ -164,12 +164,38 @@ knob_enum!(
     }
 );
 
+knob_enum!(
+    /// What makes runbuilds schedule.
+    WakeMode, "wake mode" {
+        /// Every poll interval, and when woken.
+        Poll => "poll",
+        /// Only when notified (SIGUSR1 or POST /wake), as Toaster's runbuilds:
+        /// webui notifies after each create, buildinfohelper at the end of each
+        /// build; otherwise every 5 s it only checks for dead builds.
+        Notify => "notify",
+    }
+);
+
+knob_enum!(
+    /// How webui creates a build request.
+    CreateShape, "create shape" {
+        /// The original demo's view: get or create the project, read the queue
+        /// length, insert the requests.
+        Lab => "lab",
+        /// Toaster's `Project.schedule_build`: the Build row first, then the
+        /// request, then its child rows, each its own transaction, then a
+        /// second save of the request.
+        Toaster => "toaster",
+    }
+);
+
 /// How buildinfohelper commits a build's event stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CommitPolicy {
     /// Every event autocommits.
     PerEvent,
-    /// One transaction per three tasks, as Toaster's buildinfohelper does.
+    /// Toaster's buildinfohelper in Django's manual-transaction mode: a sync
+    /// every third task-level event (see `strategy::commit::toaster_sync`).
     Every3Tasks,
     /// One transaction per N events.
     Batch(u32),
@@ -260,6 +286,14 @@ pub struct Preset {
     pub retry: RetryPolicy,
     pub claim: ClaimStrategy,
     pub commit: CommitPolicy,
+    pub wake: WakeMode,
+    pub create_shape: CreateShape,
+    /// The pace of the build events (`LAB_EVENT_DELAY`). A preset sets the load
+    /// only here, and only to model its stack's pace, like `LAB_TXN_WORK`:
+    /// `toaster` paces a 15,000-event build to about a minute, so that the
+    /// transaction its buildinfohelper leaves open between syncs spans real
+    /// time. None keeps the load's own value.
+    pub event_delay: Option<Duration>,
     /// What the tests assert for this preset (present / absent).
     pub asserted: &'static str,
     /// What is also expected, in prose.
@@ -282,6 +316,9 @@ pub const PRESETS: &[Preset] = &[
         retry: RetryPolicy::None,
         claim: ClaimStrategy::Toaster,
         commit: CommitPolicy::PerEvent,
+        wake: WakeMode::Poll,
+        create_shape: CreateShape::Lab,
+        event_delay: None,
         asserted: "runbuilds: busy_upgrade > 0",
         expected: "webui: busy_timeout under heavy load",
     },
@@ -295,6 +332,9 @@ pub const PRESETS: &[Preset] = &[
         retry: RetryPolicy::None,
         claim: ClaimStrategy::Toaster,
         commit: CommitPolicy::PerEvent,
+        wake: WakeMode::Poll,
+        create_shape: CreateShape::Lab,
+        event_delay: None,
         asserted: "webui: busy_upgrade > 0",
         expected: "runbuilds too",
     },
@@ -308,6 +348,9 @@ pub const PRESETS: &[Preset] = &[
         retry: RetryPolicy::None,
         claim: ClaimStrategy::Toaster,
         commit: CommitPolicy::PerEvent,
+        wake: WakeMode::Poll,
+        create_shape: CreateShape::Lab,
+        event_delay: None,
         asserted: "runbuilds: busy_upgrade > 0",
         expected: "the timeout does not help it; fewer busy_timeout",
     },
@@ -321,6 +364,9 @@ pub const PRESETS: &[Preset] = &[
         retry: RetryPolicy::None,
         claim: ClaimStrategy::Toaster,
         commit: CommitPolicy::PerEvent,
+        wake: WakeMode::Poll,
+        create_shape: CreateShape::Lab,
+        event_delay: None,
         asserted: "runbuilds: busy_upgrade + busy_snapshot > 0",
         expected: "webui rarely fails",
     },
@@ -334,6 +380,9 @@ pub const PRESETS: &[Preset] = &[
         retry: RetryPolicy::None,
         claim: ClaimStrategy::Toaster,
         commit: CommitPolicy::PerEvent,
+        wake: WakeMode::Poll,
+        create_shape: CreateShape::Lab,
+        event_delay: None,
         asserted: "webui: busy_upgrade + busy_snapshot > 0",
         expected: "runbuilds too",
     },
@@ -347,6 +396,9 @@ pub const PRESETS: &[Preset] = &[
         retry: RetryPolicy::Toaster,
         claim: ClaimStrategy::Toaster,
         commit: CommitPolicy::Every3Tasks,
+        wake: WakeMode::Notify,
+        create_shape: CreateShape::Toaster,
+        event_delay: Some(Duration::from_millis(4)),
         asserted: "retried > 0; gave_up = 0",
         expected: "failures turn into latency; with 2 runbuilds, double claims",
     },
@@ -360,6 +412,9 @@ pub const PRESETS: &[Preset] = &[
         retry: RetryPolicy::None,
         claim: ClaimStrategy::Single,
         commit: CommitPolicy::PerEvent,
+        wake: WakeMode::Poll,
+        create_shape: CreateShape::Lab,
+        event_delay: None,
         asserted: "busy_upgrade = busy_snapshot = 0 everywhere",
         expected: "",
     },
@@ -373,6 +428,9 @@ pub const PRESETS: &[Preset] = &[
         retry: RetryPolicy::Backoff,
         claim: ClaimStrategy::Guarded,
         commit: CommitPolicy::Batch(500),
+        wake: WakeMode::Poll,
+        create_shape: CreateShape::Lab,
+        event_delay: None,
         asserted: "busy_upgrade = busy_snapshot = 0; gave_up = 0; every check count 0",
         expected: "busy_timeout only when the disk stalls, then retried",
     },
@@ -380,6 +438,10 @@ pub const PRESETS: &[Preset] = &[
 
 /// The default preset.
 pub const DEFAULT_PRESET: &str = "django-default";
+
+/// Passes per notification under `notify`: the 7 fields of Python's
+/// `struct_siginfo`, which Toaster's runbuilds loops over.
+pub const TOASTER_WAKE_PASSES: u32 = 7;
 
 /// robust's durability trade-off, printed by `locklab presets`.
 pub const DURABILITY_NOTE: &str = "synchronous=normal in WAL mode survives a crash of the \
@@ -455,6 +517,11 @@ defs! {
     EVENTS_PER_BUILD = "events_per_build", "--events-per-build", "LAB_EVENTS_PER_BUILD", None;
     EVENT_DELAY = "event_delay", "--event-delay", "LAB_EVENT_DELAY", None;
     POLL_INTERVAL = "poll_interval", "--poll-interval", "LAB_POLL_INTERVAL", None;
+    WAKE = "wake", "--wake", "LAB_WAKE", None;
+    WAKE_PASSES = "wake_passes", "--wake-passes", "LAB_WAKE_PASSES", None;
+    WAKE_URLS = "wake_urls", "--wake-url", "LAB_WAKE_URLS", None;
+    PIDFILE = "pidfile", "--pidfile", "LAB_PIDFILE", None;
+    CREATE_SHAPE = "create_shape", "--create-shape", "LAB_CREATE_SHAPE", None;
     CLIENTS = "clients", "--clients", "LAB_CLIENTS", Some("CLIENTS");
     NUM = "num", "--num", "LAB_NUM", Some("NUM");
     SLEEP = "sleep", "--sleep", "LAB_SLEEP", Some("SLEEP");
@@ -622,8 +689,58 @@ impl<'a> Resolver<'a> {
                 CommitPolicy::PerEvent,
             )?,
             txn_work: self.get(def::TXN_WORK, parse_duration, None, None, Duration::ZERO)?,
+            wake: self.get(
+                def::WAKE,
+                |s| s.parse(),
+                None,
+                Some((pn, p.wake)),
+                WakeMode::Poll,
+            )?,
+            create_shape: self.get(
+                def::CREATE_SHAPE,
+                |s| s.parse(),
+                None,
+                Some((pn, p.create_shape)),
+                CreateShape::Lab,
+            )?,
             preset,
         })
+    }
+
+    /// How many passes one notification runs: `LAB_WAKE_PASSES`, default 7
+    /// under `notify` (Toaster's quirk: it runs its pass once per field of the
+    /// `struct_siginfo` that `sigtimedwait` returns, and that has 7 fields),
+    /// else 1.
+    pub fn wake_passes(&self, wake: WakeMode) -> Result<Sourced<u32>, SettingError> {
+        let default = match wake {
+            WakeMode::Notify => TOASTER_WAKE_PASSES,
+            WakeMode::Poll => 1,
+        };
+        self.get(
+            def::WAKE_PASSES,
+            |s| {
+                s.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| format!("{s:?} is not a number of passes between 1 and 1000"))
+            },
+            None,
+            None,
+            default,
+        )
+    }
+
+    /// The event pace: flag > env > the preset's pace > 0.
+    pub fn event_delay(&self) -> Result<Sourced<Duration>, SettingError> {
+        let preset = self.preset()?;
+        self.get(
+            def::EVENT_DELAY,
+            parse_duration,
+            None,
+            preset.value.event_delay.map(|d| (preset.value.name, d)),
+            Duration::ZERO,
+        )
     }
 }
 
@@ -641,6 +758,8 @@ pub struct Knobs {
     pub claim: Sourced<ClaimStrategy>,
     pub commit: Sourced<CommitPolicy>,
     pub txn_work: Sourced<Duration>,
+    pub wake: Sourced<WakeMode>,
+    pub create_shape: Sourced<CreateShape>,
 }
 
 impl Knobs {
@@ -702,6 +821,16 @@ impl Knobs {
                 fmt_duration(self.txn_work.value),
                 self.txn_work.source.clone(),
             ),
+            (
+                "wake",
+                self.wake.value.to_string(),
+                self.wake.source.clone(),
+            ),
+            (
+                "create_shape",
+                self.create_shape.value.to_string(),
+                self.create_shape.source.clone(),
+            ),
         ]
     }
 
@@ -714,6 +843,7 @@ impl Knobs {
             retry: self.retry.value,
             retry_deadline: self.retry_deadline.value,
             txn_work: self.txn_work.value,
+            stop: crate::db::StopFlag::default(),
         }
     }
 }
@@ -730,6 +860,12 @@ pub struct ReportSettings {
     pub claim: String,
     pub commit: String,
     pub txn_work_ms: u64,
+    /// What makes runbuilds schedule (added field).
+    #[serde(default)]
+    pub wake: String,
+    /// How webui creates a request (added field).
+    #[serde(default)]
+    pub create_shape: String,
 }
 
 impl ReportSettings {
@@ -746,6 +882,8 @@ impl ReportSettings {
             claim: k.claim.value.to_string(),
             commit: k.commit.value.to_string(),
             txn_work_ms: u64::try_from(k.txn_work.value.as_millis()).unwrap_or(u64::MAX),
+            wake: k.wake.value.to_string(),
+            create_shape: k.create_shape.value.to_string(),
         }
     }
 }

@@ -2,8 +2,9 @@
 //! lock class, committed rows, lock wait, and a latency histogram.
 //!
 //! Counting identities (they hold whenever no operation is in flight):
-//! - `ops = ok + gave_up`; an operation the application rolled back on purpose (a
-//!   lost race) is `ok` and also counted in `aborted`;
+//! - `ops = ok + gave_up + rolled_back`; an operation that rolled back on
+//!   purpose (a lost race, nothing to do) is `rolled_back`, never `ok`;
+//!   `aborted` is the same count under its first name;
 //! - `Σ failed = retried + gave_up`, where every failed attempt is either retried
 //!   or the last attempt of an operation that gave up;
 //! - `rows_committed` counts rows of committed transactions (and committed
@@ -15,7 +16,7 @@
 //! the counters: it is held for a few hundred nanoseconds per operation, which is
 //! nothing beside a database round trip.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -43,7 +44,7 @@ struct OpCounters {
     ops: u64,
     ok: u64,
     gave_up: u64,
-    aborted: u64,
+    rolled_back: u64,
     retried: u64,
     failed: [u64; CLASSES],
     rows_committed: u64,
@@ -56,7 +57,7 @@ impl OpCounters {
             ops: 0,
             ok: 0,
             gave_up: 0,
-            aborted: 0,
+            rolled_back: 0,
             retried: 0,
             failed: [0; CLASSES],
             rows_committed: 0,
@@ -72,15 +73,149 @@ pub struct Stats {
     started: Mutex<(Instant, Duration)>,
     ops: Mutex<BTreeMap<&'static str, OpCounters>>,
     lock_wait_us: AtomicU64,
+    stalls: Mutex<Stalls>,
 }
 
 /// How an operation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
-    /// Rolled back on purpose by the application (counted as ok).
-    Aborted,
+    /// Rolled back on purpose (a lost race, nothing to do): not ok.
+    RolledBack,
     GaveUp,
+}
+
+/// The most stalls a report lists (`stalls_total` counts them all).
+pub const STALLS_LISTED: usize = 50;
+
+/// An operation that stalled: it retried at least three times with one class
+/// inside one transaction, or ran longer than twice the busy timeout, or was
+/// abandoned at shutdown while retrying. A manual-mode transaction whose
+/// COMMIT keeps failing at each sync is a stall of `sync`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stall {
+    pub op: String,
+    /// The class of its failures (the last one), if it failed at all.
+    pub class: Option<String>,
+    /// Failed attempts that were tried again (for `sync`: failed commits).
+    pub retries: u64,
+    /// How long it lasted, or has lasted so far.
+    pub seconds: f64,
+    /// Wall-clock µs when it began.
+    pub started_us: i64,
+    /// Why it counts as a stall, in words.
+    pub why: String,
+    /// Still in flight when the report was made.
+    #[serde(default)]
+    pub ongoing: bool,
+    /// Ended by the shutdown while it was retrying.
+    #[serde(default)]
+    pub abandoned: bool,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    op: &'static str,
+    started: Instant,
+    started_us: i64,
+    class: Option<LockClass>,
+    retries: u64,
+    /// Retries of the current streak of one class inside one transaction.
+    streak_retries: u32,
+    max_streak: u32,
+}
+
+#[derive(Debug)]
+struct OpenTxn {
+    op: &'static str,
+    since: Instant,
+    since_us: i64,
+    class: LockClass,
+    failures: u32,
+}
+
+#[derive(Debug)]
+struct Stalls {
+    /// Twice the busy timeout: an operation in flight longer is a stall.
+    after: Duration,
+    inflight: HashMap<u64, InFlight>,
+    open_txns: HashMap<u64, OpenTxn>,
+    done: Vec<Stall>,
+    total: u64,
+}
+
+impl Stalls {
+    fn of_op(&self, f: &InFlight, latency: Duration, abandoned: bool) -> Option<Stall> {
+        let why = if abandoned {
+            format!(
+                "abandoned at shutdown while retrying ({} retries)",
+                f.retries
+            )
+        } else if f.max_streak >= crate::ops::STALL_RETRIES {
+            format!(
+                "retried {} times with {} inside one transaction",
+                f.max_streak,
+                f.class.map(|c| c.as_str()).unwrap_or("?")
+            )
+        } else if latency > self.after {
+            format!(
+                "in flight {:.1} s, over twice the busy timeout ({:.1} s)",
+                latency.as_secs_f64(),
+                self.after.as_secs_f64() / 2.0
+            )
+        } else {
+            return None;
+        };
+        Some(Stall {
+            op: f.op.to_string(),
+            class: f.class.map(|c| c.as_str().to_string()),
+            retries: f.retries,
+            seconds: latency.as_secs_f64(),
+            started_us: f.started_us,
+            why,
+            ongoing: false,
+            abandoned,
+        })
+    }
+
+    fn of_txn(&self, t: &OpenTxn, abandoned: bool) -> Option<Stall> {
+        let open = t.since.elapsed();
+        let why = if abandoned {
+            format!(
+                "its transaction was still open at shutdown after {} failed COMMITs ({})",
+                t.failures, t.class
+            )
+        } else if t.failures >= crate::ops::STALL_RETRIES {
+            format!(
+                "COMMIT failed at {} syncs with {}; the transaction stayed open",
+                t.failures, t.class
+            )
+        } else if open > self.after {
+            format!(
+                "transaction open {:.1} s with a failed COMMIT, over twice the busy timeout",
+                open.as_secs_f64()
+            )
+        } else {
+            return None;
+        };
+        Some(Stall {
+            op: t.op.to_string(),
+            class: Some(t.class.as_str().to_string()),
+            retries: u64::from(t.failures),
+            seconds: open.as_secs_f64(),
+            started_us: t.since_us,
+            why,
+            ongoing: false,
+            abandoned,
+        })
+    }
+
+    fn push(&mut self, stall: Stall) {
+        self.total += 1;
+        if self.done.len() < STALLS_LISTED {
+            self.done.push(stall);
+        }
+    }
 }
 
 impl Stats {
@@ -90,7 +225,23 @@ impl Stats {
             started: Mutex::new((Instant::now(), crate::db::process_lock_wait())),
             ops: Mutex::new(BTreeMap::new()),
             lock_wait_us: AtomicU64::new(0),
+            stalls: Mutex::new(Stalls {
+                after: Duration::from_secs(10),
+                inflight: HashMap::new(),
+                open_txns: HashMap::new(),
+                done: Vec::new(),
+                total: 0,
+            }),
         }
+    }
+
+    /// The busy timeout: an operation in flight over twice as long is a stall.
+    pub fn set_busy_timeout(&self, timeout: Duration) {
+        self.lock_stalls().after = timeout * 2;
+    }
+
+    fn lock_stalls(&self) -> std::sync::MutexGuard<'_, Stalls> {
+        self.stalls.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn name(&self) -> &str {
@@ -124,8 +275,72 @@ impl Stats {
         crate::db::process_lock_wait().saturating_sub(base)
     }
 
-    pub fn op_started(&self, op: &'static str) {
+    pub fn op_started(&self, op: &'static str, id: u64) {
         self.with_op(op, |c| c.ops += 1);
+        self.lock_stalls().inflight.insert(
+            id,
+            InFlight {
+                op,
+                started: Instant::now(),
+                started_us: crate::types::now_micros(),
+                class: None,
+                retries: 0,
+                streak_retries: 0,
+                max_streak: 0,
+            },
+        );
+    }
+
+    /// A failed attempt of operation `id`: `repeats` is its streak of failures
+    /// with one class inside one open transaction (0 outside one).
+    pub fn op_failed_attempt(&self, id: u64, class: LockClass, repeats: u32, retrying: bool) {
+        let mut s = self.lock_stalls();
+        if let Some(f) = s.inflight.get_mut(&id) {
+            f.class = Some(class);
+            if retrying {
+                f.retries += 1;
+            }
+            f.streak_retries = if retrying {
+                repeats
+            } else {
+                repeats.saturating_sub(1)
+            };
+            f.max_streak = f.max_streak.max(f.streak_retries);
+        }
+    }
+
+    /// A manual-mode transaction's COMMIT failed (it stays open).
+    pub fn txn_commit_failed(&self, txn: u64, op: &'static str, class: LockClass) {
+        let mut s = self.lock_stalls();
+        let t = s.open_txns.entry(txn).or_insert_with(|| OpenTxn {
+            op,
+            since: Instant::now(),
+            since_us: crate::types::now_micros(),
+            class,
+            failures: 0,
+        });
+        t.failures += 1;
+        t.class = class;
+    }
+
+    /// A manual-mode transaction ended: committed, or (`abandoned`) rolled back
+    /// at shutdown.
+    pub fn txn_settled(&self, txn: u64, abandoned: bool) {
+        let mut s = self.lock_stalls();
+        if let Some(t) = s.open_txns.remove(&txn) {
+            if let Some(stall) = s.of_txn(&t, abandoned) {
+                s.push(stall);
+            }
+        }
+    }
+
+    /// Every open manual-mode transaction with failed commits is settled as
+    /// abandoned (the process is stopping).
+    pub fn abandon_open_txns(&self) {
+        let txns: Vec<u64> = self.lock_stalls().open_txns.keys().copied().collect();
+        for t in txns {
+            self.txn_settled(t, true);
+        }
     }
 
     pub fn attempt_failed(&self, op: &'static str, class: LockClass) {
@@ -151,21 +366,56 @@ impl Stats {
         }
     }
 
-    pub fn op_finished(&self, op: &'static str, outcome: Outcome, latency: Duration) {
+    pub fn op_finished(
+        &self,
+        op: &'static str,
+        id: u64,
+        outcome: Outcome,
+        latency: Duration,
+        abandoned: bool,
+    ) {
         let us = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
         self.with_op(op, |c| {
             match outcome {
                 Outcome::Ok => c.ok += 1,
-                Outcome::Aborted => {
-                    c.ok += 1;
-                    c.aborted += 1;
-                }
+                Outcome::RolledBack => c.rolled_back += 1,
                 Outcome::GaveUp => c.gave_up += 1,
             }
             c.latency_us.saturating_record(us);
         });
+        let mut s = self.lock_stalls();
+        if let Some(f) = s.inflight.remove(&id) {
+            if let Some(stall) = s.of_op(&f, latency, abandoned) {
+                s.push(stall);
+            }
+        }
+    }
+
+    /// Stalls so far: finished ones, then those still in flight.
+    pub fn stalls(&self) -> (Vec<Stall>, u64) {
+        let s = self.lock_stalls();
+        let mut out = s.done.clone();
+        let mut total = s.total;
+        let mut ongoing: Vec<Stall> = s
+            .inflight
+            .values()
+            .filter_map(|f| s.of_op(f, f.started.elapsed(), false))
+            .chain(s.open_txns.values().filter_map(|t| s.of_txn(t, false)))
+            .map(|mut st| {
+                st.ongoing = true;
+                st
+            })
+            .collect();
+        ongoing.sort_by_key(|st| st.started_us);
+        total += ongoing.len() as u64;
+        for st in ongoing {
+            if out.len() < STALLS_LISTED {
+                out.push(st);
+            }
+        }
+        (out, total)
     }
 
     /// One `processes[]` entry of the report contract.
@@ -187,6 +437,7 @@ impl Stats {
             report.ok += c.ok;
             report.retried += c.retried;
             report.gave_up += c.gave_up;
+            report.rolled_back += c.rolled_back;
             report.rows_committed += c.rows_committed;
             let mut failed = BTreeMap::new();
             for class in LockClass::ALL {
@@ -206,7 +457,8 @@ impl Stats {
                     ok: c.ok,
                     gave_up: c.gave_up,
                     retried: c.retried,
-                    aborted: c.aborted,
+                    rolled_back: c.rolled_back,
+                    aborted: c.rolled_back,
                     rows_committed: c.rows_committed,
                     failed,
                     latency_ms: Latency::of(&c.latency_us),
@@ -217,6 +469,10 @@ impl Stats {
         report.lock_wait_share = (self.lock_wait().as_secs_f64() / elapsed).min(1.0);
         report.lock_wait_total_s = self.lock_wait_us.load(Ordering::Relaxed) as f64 / 1e6;
         report.latency_ms = Latency::of(&all);
+        report.aborted = report.rolled_back;
+        let (stalls, total) = self.stalls();
+        report.stalls = stalls;
+        report.stalls_total = total;
         report
     }
 
@@ -231,7 +487,11 @@ impl Stats {
         );
         let _ = writeln!(out, "# TYPE locklab_ops_total counter");
         for (op, c) in &ops {
-            for (outcome, n) in [("ok", c.ok), ("gave_up", c.gave_up), ("aborted", c.aborted)] {
+            for (outcome, n) in [
+                ("ok", c.ok),
+                ("gave_up", c.gave_up),
+                ("rolled_back", c.rolled_back),
+            ] {
                 let _ = writeln!(
                     out,
                     "locklab_ops_total{{process=\"{p}\",op=\"{op}\",outcome=\"{outcome}\"}} {n}"
@@ -351,6 +611,10 @@ pub struct OpReport {
     pub gave_up: u64,
     #[serde(default)]
     pub retried: u64,
+    /// Operations rolled back on purpose (schema_version 2).
+    #[serde(default)]
+    pub rolled_back: u64,
+    /// The same count as `rolled_back`, under its first name.
     #[serde(default)]
     pub aborted: u64,
     #[serde(default)]
@@ -383,6 +647,19 @@ pub struct ProcessReport {
     /// Sum of every connection's lock waits (threads waiting at once add up).
     #[serde(default)]
     pub lock_wait_total_s: f64,
+    /// Operations rolled back on purpose (a lost race, nothing to do); 0 in
+    /// schema_version 1 reports.
+    #[serde(default)]
+    pub rolled_back: u64,
+    /// The same count as `rolled_back`, under its first name.
+    #[serde(default)]
+    pub aborted: u64,
+    /// Stalls and livelocks (always a list, `[]` when none; at most 50).
+    #[serde(default)]
+    pub stalls: Vec<Stall>,
+    /// Every stall, listed or not.
+    #[serde(default)]
+    pub stalls_total: u64,
 }
 
 impl ProcessReport {
@@ -406,11 +683,19 @@ impl ProcessReport {
     /// Checks the counting identities; returns what does not hold.
     pub fn identity_violations(&self) -> Vec<String> {
         let mut v = Vec::new();
-        if self.ops != self.ok + self.gave_up {
+        if self.ops != self.ok + self.gave_up + self.rolled_back {
             v.push(format!(
-                "{}: ops {} != ok {} + gave_up {}",
-                self.name, self.ops, self.ok, self.gave_up
+                "{}: ops {} != ok {} + gave_up {} + rolled_back {}",
+                self.name, self.ops, self.ok, self.gave_up, self.rolled_back
             ));
+        }
+        for (name, o) in &self.by_op {
+            if o.ops != o.ok + o.gave_up + o.rolled_back {
+                v.push(format!(
+                    "{}: {name}: ops {} != ok {} + gave_up {} + rolled_back {}",
+                    self.name, o.ops, o.ok, o.gave_up, o.rolled_back
+                ));
+            }
         }
         if self.failed_total() != self.retried + self.gave_up {
             v.push(format!(
@@ -432,18 +717,57 @@ mod tests {
     #[test]
     fn counts_and_identities() {
         let s = Stats::new("webui");
-        s.op_started("create_request");
+        s.op_started("create_request", 1);
         s.attempt_failed("create_request", LockClass::BusyTimeout);
         s.retried("create_request");
         s.rows_committed("create_request", 50);
-        s.op_finished("create_request", Outcome::Ok, Duration::from_millis(12));
-        s.op_started("create_request");
+        s.op_finished(
+            "create_request",
+            1,
+            Outcome::Ok,
+            Duration::from_millis(12),
+            false,
+        );
+        s.op_started("create_request", 2);
         s.attempt_failed("create_request", LockClass::BusyUpgrade);
-        s.op_finished("create_request", Outcome::GaveUp, Duration::from_millis(1));
-        s.op_started("claim");
-        s.op_finished("claim", Outcome::Aborted, Duration::from_millis(3));
+        s.op_finished(
+            "create_request",
+            2,
+            Outcome::GaveUp,
+            Duration::from_millis(1),
+            false,
+        );
+        s.op_started("claim", 3);
+        s.op_finished(
+            "claim",
+            3,
+            Outcome::RolledBack,
+            Duration::from_millis(3),
+            false,
+        );
+        // a stall: three retries with one class inside one transaction
+        s.op_started("select_environment", 4);
+        for n in 1..=3 {
+            s.attempt_failed("select_environment", LockClass::BusyUpgrade);
+            s.retried("select_environment");
+            s.op_failed_attempt(4, LockClass::BusyUpgrade, n, true);
+        }
+        s.op_finished(
+            "select_environment",
+            4,
+            Outcome::Ok,
+            Duration::from_millis(1500),
+            false,
+        );
         let r = s.snapshot();
-        assert_eq!((r.ops, r.ok, r.gave_up, r.retried), (3, 2, 1, 1));
+        assert_eq!(
+            (r.ops, r.ok, r.gave_up, r.rolled_back, r.retried),
+            (4, 2, 1, 1, 4)
+        );
+        assert_eq!(r.aborted, r.rolled_back);
+        assert_eq!(r.stalls.len(), 1, "{:?}", r.stalls);
+        assert_eq!(r.stalls[0].op, "select_environment");
+        assert_eq!(r.stalls[0].class.as_deref(), Some("busy_upgrade"));
         assert_eq!(r.failed.len(), LockClass::ALL.len());
         assert_eq!(r.failed_of(LockClass::BusyUpgrade), 1);
         assert_eq!(r.rows_committed, 50);
@@ -452,7 +776,8 @@ mod tests {
             "{:?}",
             r.identity_violations()
         );
-        assert_eq!(r.by_op["claim"].aborted, 1);
+        assert_eq!(r.by_op["claim"].rolled_back, 1);
+        assert_eq!(r.by_op["claim"].ok, 0);
         assert!(
             r.latency_ms.max >= 11.9 && r.latency_ms.max <= 12.1,
             "{:?}",

@@ -1,10 +1,14 @@
-//! The lock trace: one JSON line per write-transaction attempt, buffered.
+//! The lock trace: one JSON line per attempt, buffered.
 //!
-//! Each line records the process, the operation, when the attempt began waiting,
-//! when the write lock was really obtained (for a deferred transaction: when its
-//! first write returned, not when BEGIN did), when it ended, and how (commit,
-//! rollback, failed with a class). Times are wall-clock microseconds since the
-//! epoch, so traces of several processes compare. `locklab timeline` draws them.
+//! Each line records the process, the operation, what kind of attempt it was
+//! (`txn`, `savepoint`, `autocommit`, `statement`, `sync`), the transaction it
+//! ran in (so retries inside one open transaction share a `txn`), when it
+//! began waiting, when the write lock was really obtained (for a deferred
+//! transaction: when its first write returned, not when BEGIN did), when it
+//! ended, and how: commit, rollback (on purpose) or failed with a class, the
+//! phase that failed, and the time the busy handler waited. Times are
+//! wall-clock microseconds since the epoch, so traces of several processes
+//! compare. `locklab timeline` draws them; tests read them.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -14,14 +18,14 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::db::AttemptTimes;
-use crate::error::LockClass;
+use crate::error::{DbError, LockClass};
 
-/// One line of the trace.
+/// One line of the trace. Fields are added, never renamed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceEvent {
     pub process: String,
     pub op: String,
-    /// `txn` (an explicit transaction) or `autocommit`.
+    /// `txn`, `savepoint`, `autocommit`, `statement` or `sync`.
     pub kind: String,
     pub wait_start_us: i64,
     pub acquired_us: Option<i64>,
@@ -29,6 +33,68 @@ pub struct TraceEvent {
     /// `commit`, `rollback` (on purpose) or `failed`.
     pub outcome: String,
     pub class: Option<LockClass>,
+    /// The transaction (per process and connection; 0: autocommit).
+    #[serde(default)]
+    pub txn: u64,
+    /// Which attempt of the operation (1 = the first).
+    #[serde(default)]
+    pub attempt: u32,
+    /// Where a failed attempt failed: begin, body, commit, autocommit, read.
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// How long the busy handler waited during the failing statement.
+    #[serde(default)]
+    pub waited_ms: Option<f64>,
+    /// SQLite's extended result code of a failed attempt.
+    #[serde(default)]
+    pub code: Option<i32>,
+}
+
+/// What an attempt did, for [`Trace::record`].
+#[derive(Debug, Clone)]
+pub struct Attempt<'a> {
+    pub kind: &'a str,
+    pub times: AttemptTimes,
+    pub outcome: &'static str,
+    pub error: Option<&'a DbError>,
+    pub attempt: u32,
+}
+
+impl<'a> Attempt<'a> {
+    pub fn ok(kind: &'a str, times: &AttemptTimes, failed_before: u32) -> Attempt<'a> {
+        Attempt {
+            kind,
+            times: *times,
+            outcome: "commit",
+            error: None,
+            attempt: failed_before + 1,
+        }
+    }
+
+    pub fn failed(
+        kind: &'a str,
+        times: &AttemptTimes,
+        error: &'a DbError,
+        attempt: u32,
+    ) -> Attempt<'a> {
+        Attempt {
+            kind,
+            times: *times,
+            outcome: "failed",
+            error: Some(error),
+            attempt,
+        }
+    }
+
+    pub fn rolled_back(kind: &'a str, times: &AttemptTimes) -> Attempt<'a> {
+        Attempt {
+            kind,
+            times: *times,
+            outcome: "rollback",
+            error: None,
+            attempt: 0,
+        }
+    }
 }
 
 /// A buffered JSONL writer shared by a process's threads.
@@ -48,23 +114,21 @@ impl Trace {
         })
     }
 
-    pub fn record(
-        &self,
-        op: &str,
-        kind: &str,
-        times: &AttemptTimes,
-        outcome: &str,
-        class: Option<LockClass>,
-    ) {
+    pub fn record(&self, op: &str, a: Attempt<'_>) {
         let event = TraceEvent {
             process: self.process.clone(),
             op: op.to_string(),
-            kind: kind.to_string(),
-            wait_start_us: times.started,
-            acquired_us: times.acquired,
-            end_us: times.ended,
-            outcome: outcome.to_string(),
-            class,
+            kind: a.kind.to_string(),
+            wait_start_us: a.times.started,
+            acquired_us: a.times.acquired,
+            end_us: a.times.ended,
+            outcome: a.outcome.to_string(),
+            class: a.error.map(|e| e.class),
+            txn: a.times.txn,
+            attempt: a.attempt,
+            phase: a.error.map(|e| e.phase.to_string()),
+            waited_ms: a.error.map(|e| e.waited_ms()),
+            code: a.error.map(|e| e.extended_code),
         };
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if serde_json::to_writer(&mut *out, &event).is_ok() {

@@ -171,6 +171,15 @@ impl EventKind {
     pub fn ends_task(self) -> bool {
         matches!(self, EventKind::TaskSucceeded | EventKind::TaskFailed)
     }
+
+    /// A task-level event: what Toaster's buildinfohelper counts towards its
+    /// sync every third one (TaskStarted, TaskSucceeded, TaskFailed...).
+    pub fn is_task_level(self) -> bool {
+        matches!(
+            self,
+            EventKind::TaskStarted | EventKind::TaskSucceeded | EventKind::TaskFailed
+        )
+    }
 }
 
 /// Wall-clock microseconds since the Unix epoch: the lab's one timestamp type, so

@@ -7,7 +7,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use rand::Rng;
 use schema::error::OpError;
-use schema::models::{BuildRequest, Environment, Needs, NewRequest, Project};
+use schema::models::{BuildRequest, Environment, Needs};
+use schema::strategy::create::CreateSpec;
 use schema::types::{RequestId, RequestState};
 use serde::{Deserialize, Serialize};
 
@@ -254,52 +255,29 @@ pub async fn create(
     let rid = request_id(&req);
     let body = read_json_body(&req, payload).await?;
     let create = validate(&body, &app.capacity)?;
-    let rid_for_db = rid.clone();
-    let (ids, queue_length) = blocking(&app, move |app, conn| {
+    let spec = CreateSpec {
+        project: create.project,
+        count: create.count,
+        needs: create.needs,
+        priority: create.priority,
+        client_request_id: rid.clone(),
+        submitted_by: app.daemon.name().to_string(),
+    };
+    let created = blocking(&app, move |app, conn| {
         let d = &app.daemon;
-        let atomic = d.settings.knobs.atomic_requests.value;
-        let submitted_by = d.name().to_string();
-        d.lab
-            .op("create_request", |op| {
-                let new = |project_id| NewRequest {
-                    project_id,
-                    needs: &create.needs,
-                    priority: create.priority,
-                    submitted_by: &submitted_by,
-                    client_request_id: Some(&rid_for_db),
-                };
-                if atomic {
-                    // ATOMIC_REQUESTS: the whole view is one transaction.
-                    op.write(conn, |tx| {
-                        let project_id = Project::get_or_create(tx.conn(), &create.project)?;
-                        let queue_length = BuildRequest::queue_length(tx.conn())?;
-                        let mut ids = Vec::with_capacity(create.count as usize);
-                        for _ in 0..create.count {
-                            ids.push(BuildRequest::create(tx.conn(), &new(project_id))?);
-                            tx.wrote(1);
-                        }
-                        Ok((ids, queue_length))
-                    })
-                } else {
-                    // Autocommit: every statement is its own transaction.
-                    let project_id = op.autocommit(conn, |tx| {
-                        Ok(Project::get_or_create(tx.conn(), &create.project)?)
-                    })?;
-                    let queue_length = op.read(conn, BuildRequest::queue_length)?;
-                    let mut ids = Vec::with_capacity(create.count as usize);
-                    for _ in 0..create.count {
-                        ids.push(op.autocommit(conn, |tx| {
-                            let id = BuildRequest::create(tx.conn(), &new(project_id))?;
-                            tx.wrote(1);
-                            Ok(id)
-                        })?);
-                    }
-                    Ok((ids, queue_length))
-                }
-            })
-            .map_err(|e| op_failed("create_request", e))
+        let knobs = &d.settings.knobs;
+        schema::strategy::create::create(
+            &d.lab,
+            conn,
+            knobs.create_shape.value,
+            knobs.atomic_requests.value,
+            &spec,
+            &|| d.notify_runbuilds(),
+        )
+        .map_err(|e| op_failed("create_request", e))
     })
     .await?;
+    let (ids, queue_length) = (created.ids, created.queue_length);
     Ok(HttpResponse::Created()
         .insert_header(("X-Request-Id", rid.clone()))
         .json(Created {

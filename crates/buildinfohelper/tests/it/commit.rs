@@ -6,37 +6,41 @@
 use std::time::Duration;
 
 use buildinfohelper::Step;
-use schema::models::{BuildRequest, Environment};
+use schema::models::{Booking, BuildRequest, Environment};
 use schema::settings::{CommitPolicy, JournalMode, RetryPolicy};
 use schema::stream::generate;
-use schema::{LockState, Outcome, RequestState};
+use schema::{EventKind, Outcome, RequestState};
 
 use crate::*;
 
 const EVENTS: u32 = 60;
 const SEED: i64 = 7_340_033;
 
-/// How many commit units the policy cuts the first `n` events into.
-fn units(commit: CommitPolicy, n: u32) -> u64 {
+/// The write operations a policy makes of the first `n` events, by op name:
+/// one per event, one per batch, or Toaster's saves and bulk inserts.
+fn write_ops(commit: CommitPolicy, n: u32) -> Vec<(&'static str, u64)> {
     let events = generate(SEED, n);
-    let (mut units, mut in_unit, mut tasks) = (0, 0, 0);
-    for (i, e) in events.iter().enumerate() {
-        in_unit += 1;
-        if e.kind.ends_task() {
-            tasks += 1;
-        }
-        let full = match commit {
-            CommitPolicy::PerEvent => true,
-            CommitPolicy::Every3Tasks => tasks >= 3,
-            CommitPolicy::Batch(b) => in_unit >= b,
-        } || i + 1 == events.len();
-        if full {
-            units += 1;
-            in_unit = 0;
-            tasks = 0;
+    match commit {
+        CommitPolicy::PerEvent => vec![("write_event", u64::from(n))],
+        CommitPolicy::Batch(b) => vec![("write_batch", u64::from(n.div_ceil(b)))],
+        CommitPolicy::Every3Tasks => {
+            let tasks = events.iter().filter(|e| e.kind.is_task_level()).count() as u64;
+            let package_runs = events
+                .windows(2)
+                .filter(|w| w[0].kind == EventKind::Package && w[1].kind != EventKind::Package)
+                .count() as u64
+                + u64::from(events.last().is_some_and(|e| e.kind == EventKind::Package));
+            let others = events
+                .iter()
+                .filter(|e| !e.kind.is_task_level() && e.kind != EventKind::Package)
+                .count() as u64;
+            vec![
+                ("save_task", tasks),
+                ("save_event", others),
+                ("bulk_packages", package_runs),
+            ]
         }
     }
-    units
 }
 
 #[test]
@@ -54,7 +58,7 @@ fn each_commit_policy_writes_exactly_the_stream() {
         let claimed = claimed_build(&mut conn, SEED);
         let ing = ingester(commit, EVENTS, Duration::ZERO);
 
-        let step = ing.run_once(&mut conn);
+        let step = ing.run_once(&mut conn, &no_notify);
         assert_eq!(
             step,
             Step::Finished {
@@ -80,12 +84,14 @@ fn each_commit_policy_writes_exactly_the_stream() {
             .unwrap()
             .unwrap();
         assert_eq!(r.state, RequestState::Completed, "{commit}");
-        // The ingester marked the environment running; releasing it is
-        // runbuilds' work.
-        let envs = Environment::held(conn.diesel()).unwrap();
-        assert_eq!(envs.len(), 1);
-        assert_eq!(envs[0].lock_state, LockState::Running);
-        assert_eq!(envs[0].request_id, Some(claimed.request));
+        // The ingester freed the environment and closed its booking.
+        assert!(
+            Environment::held(conn.diesel()).unwrap().is_empty(),
+            "{commit}"
+        );
+        let bookings = Booking::all(conn.diesel()).unwrap();
+        assert_eq!(bookings.len(), 1);
+        assert!(bookings[0].released_at.is_some(), "{commit}");
 
         let stats = ing.lab.stats.snapshot();
         assert!(
@@ -94,28 +100,41 @@ fn each_commit_policy_writes_exactly_the_stream() {
             stats.identity_violations()
         );
         assert_eq!((stats.gave_up, stats.failed_total()), (0, 0), "{commit}");
-        let write_op = match commit {
-            CommitPolicy::PerEvent => "write_event",
-            _ => "write_batch",
-        };
-        let writes = &stats.by_op[write_op];
-        assert_eq!(writes.rows_committed, u64::from(EVENTS), "{commit}");
-        let expected_units = units(commit, EVENTS);
-        assert_eq!(writes.ops, expected_units, "{commit}");
+        let ops = write_ops(commit, EVENTS);
+        let mut event_rows = 0;
+        for (op, n) in &ops {
+            let o = &stats.by_op[*op];
+            assert_eq!(o.ops, *n, "{commit}: {op}");
+            assert_eq!(o.ok, *n, "{commit}: {op}");
+            event_rows += o.rows_committed;
+        }
+        assert_eq!(
+            event_rows,
+            u64::from(EVENTS),
+            "{commit}: every event row once"
+        );
         if commit == CommitPolicy::Every3Tasks {
-            assert!(expected_units > 1 && expected_units < u64::from(EVENTS));
+            // a sync every third task-level event, and one at the end
+            let syncs = stats.by_op.get("sync").map(|o| o.ops).unwrap_or(0);
+            assert!(syncs >= 1, "{commit}: {:?}", stats.by_op.keys());
         }
         // The bookkeeping: taking the build (the build, events_expected, the
-        // environment) and finishing it (the build, its counters, the request).
+        // environment) and finishing it (the build, its counters, the request,
+        // the environment freed and its booking closed).
         assert_eq!(stats.by_op["take"].rows_committed, 3, "{commit}");
-        assert_eq!(stats.by_op["finish"].rows_committed, 3, "{commit}");
+        let finish_rows = stats.by_op["finish"].rows_committed
+            + stats
+                .by_op
+                .get("finish_request")
+                .map(|o| o.rows_committed)
+                .unwrap_or(0);
+        assert_eq!(finish_rows, 5, "{commit}");
         let bookkeeping: u64 = stats
             .by_op
             .iter()
-            .filter(|(op, _)| op.as_str() != write_op)
+            .filter(|(op, _)| !ops.iter().any(|(w, _)| w == op))
             .map(|(_, o)| o.rows_committed)
             .sum();
-        assert!(stats.rows_committed >= u64::from(EVENTS));
         assert_eq!(
             stats.rows_committed,
             u64::from(EVENTS) + bookkeeping,
@@ -123,6 +142,6 @@ fn each_commit_policy_writes_exactly_the_stream() {
         );
 
         // Nothing left to take.
-        assert_eq!(ing.run_once(&mut conn), Step::Idle);
+        assert_eq!(ing.run_once(&mut conn, &no_notify), Step::Idle);
     }
 }

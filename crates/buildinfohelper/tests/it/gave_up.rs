@@ -37,7 +37,7 @@ fn given_up_writes_become_holes() {
         .unwrap();
 
     let step = std::thread::scope(|scope| {
-        let worker = scope.spawn(|| ing.run_once(&mut ingester_conn));
+        let worker = scope.spawn(|| ing.run_once(&mut ingester_conn, &no_notify));
         wait_for("the first stored events", Duration::from_secs(30), || {
             BuildEvent::max_seq(conn.diesel(), claimed.build)
                 .ok()

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use buildinfohelper::Ingester;
 use daemon::testkit::TestLab;
-use schema::claim::{self, Claimed, Plan};
 use schema::db::{LabConn, Policy, Tx};
 use schema::models::{Build, BuildEvent, BuildRequest, Needs, NewRequest, Project};
 use schema::settings::{CommitPolicy, JournalMode, RetryPolicy, TxnMode};
+use schema::strategy::claim::{self, Claim, ClaimCtx, Claimed, Step as ClaimStep};
 use schema::stream::generate;
-use schema::{now_micros, BuildId, Lab, TxError};
+use schema::{BuildId, Lab, TxError};
 
 /// Contention tests and real daemons run one at a time: two of them at once on
 /// two cores distort each other.
@@ -44,12 +44,14 @@ pub fn policy(timeout: Duration, retry: RetryPolicy) -> Policy {
 
 /// Runs `body` in one write transaction of the test's own connection.
 pub fn write<T>(conn: &mut LabConn, mut body: impl FnMut(&mut Tx<'_>) -> Result<T, TxError>) -> T {
-    conn.write_txn(&mut body).map(|(v, _, _)| v).unwrap()
+    conn.write_txn("test", &mut body)
+        .map(|(v, _, _)| v)
+        .unwrap()
 }
 
-/// Queues one request for one qemux86 and claims it as runbuilds' guarded
-/// claim does, with the model functions: an inprogress request with a build
-/// no ingester owns yet.
+/// Queues one request for one qemux86 and claims it with runbuilds' guarded
+/// claim: an inprogress request with a build no ingester owns yet. Its seed is
+/// then set to `seed`, so that a test knows the stream.
 pub fn claimed_build(conn: &mut LabConn, seed: i64) -> Claimed {
     write(conn, |tx| {
         let project = Project::get_or_create(tx.conn(), "tests")?;
@@ -61,25 +63,27 @@ pub fn claimed_build(conn: &mut LabConn, seed: i64) -> Claimed {
                 priority: 0,
                 submitted_by: "tests",
                 client_request_id: None,
+                build_id: None,
             },
         )?;
-        match claim::read_phase(tx.conn())? {
-            Plan::Claim {
-                request,
-                environments,
-                ..
-            } => claim::write_guarded(
-                tx.conn(),
-                request,
-                &environments,
-                "runbuilds",
-                seed,
-                now_micros() + 10_000_000,
-            ),
-            other => Err(TxError::abort(format!("nothing to claim: {other:?}"))),
-        }
-    })
+        Ok(())
+    });
+    let ctx = ClaimCtx {
+        lab: Lab::new("runbuilds"),
+        lease: Duration::from_secs(10),
+    };
+    let step = claim::strategy(schema::settings::ClaimStrategy::Guarded).claim(&ctx, conn);
+    let ClaimStep::Claimed(claimed) = step else {
+        panic!("nothing to claim: {step:?}");
+    };
+    write(conn, |tx| {
+        Ok(schema::plant::set_seed(tx.conn(), claimed.build, seed)?)
+    });
+    claimed
 }
+
+/// No runbuilds to wake in these tests.
+pub fn no_notify() {}
 
 pub fn ingester(commit: CommitPolicy, events: u32, delay: Duration) -> Ingester {
     Ingester {
@@ -99,7 +103,7 @@ pub fn build(conn: &mut LabConn, id: BuildId) -> Build {
 /// (kind, name and payload per seq). Returns the seqs of `0..n` that are
 /// missing; panics on a duplicated, extra or different event.
 pub fn missing_seqs(conn: &mut LabConn, id: BuildId, n: u32) -> Vec<i32> {
-    let seed = build(conn, id).seed;
+    let seed = build(conn, id).seed.unwrap();
     let stored = BuildEvent::for_build(conn.diesel(), id).unwrap();
     let emitted = generate(seed, n);
     for pair in stored.windows(2) {

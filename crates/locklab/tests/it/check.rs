@@ -68,12 +68,12 @@ fn check_finds_planted_violations() {
     let booked = Booking::all(c).unwrap();
     let first = &booked[0];
     assert_eq!(
-        schema::plant::overlapping_booking(c, first.environment_id, b.request_id).unwrap(),
+        schema::plant::overlapping_booking(c, first.environment_id, b.request_id.unwrap()).unwrap(),
         1
     );
     let free = Environment::all(c).unwrap().into_iter().last().unwrap();
     assert_eq!(schema::plant::leak_environment(c, free.id).unwrap(), 1);
-    let second = schema::plant::second_build(c, a.request_id).unwrap();
+    let second = schema::plant::second_build(c, a.request_id.unwrap()).unwrap();
     drop(conn);
 
     let (ok, v) = json_check(dir.path(), "r/locklab.sqlite3", Some("r/loadgen.jsonl"));
@@ -104,7 +104,9 @@ fn check_finds_planted_violations() {
         .unwrap()
         .contains(&format!(
             "request {} has builds [{}, {}]",
-            a.request_id, a.id, second
+            a.request_id.unwrap(),
+            a.id,
+            second
         )));
     assert_eq!(counts["integrity_ok"], true);
 
@@ -126,4 +128,85 @@ fn check_finds_planted_violations() {
         "{stdout}"
     );
     assert!(stderr.contains("violation"), "{stderr}");
+}
+
+/// Rows against the loadgen log: each planted kind of HTTP row is counted under
+/// its own name, with an example, and never under another.
+#[test]
+fn check_counts_planted_http_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = locklab(&["migrate", "--database-url", "db.sqlite3"], dir.path());
+    assert!(out.status.success(), "{:?}", text(&out));
+    let target = DbTarget::Sqlite(dir.path().join("db.sqlite3"));
+    let mut conn = LabConn::open(&target, Arc::new(Policy::default()), false).unwrap();
+    let c = conn.diesel();
+    use schema::plant::{delete_request, request_row};
+    // ok: promised and stored once.
+    let fine = request_row(c, Some("fine")).unwrap();
+    // lost: promised, then gone (deleted last, so that its rowid is not reused).
+    let gone = request_row(c, Some("lost")).unwrap();
+    // duplicated: one promised, two stored.
+    let dup = request_row(c, Some("dup")).unwrap();
+    request_row(c, Some("dup")).unwrap();
+    // partial: answered 503, two rows written anyway.
+    request_row(c, Some("part")).unwrap();
+    request_row(c, Some("part")).unwrap();
+    // unlogged: no HTTP request in the log made these.
+    request_row(c, Some("ghost")).unwrap();
+    request_row(c, None).unwrap();
+    // misattributed: "mis" was answered with another request's row.
+    let other = request_row(c, Some("other")).unwrap();
+    // unreadable: a 201 whose body could not be read; no response.
+    for _ in 0..3 {
+        request_row(c, Some("unr")).unwrap();
+    }
+    request_row(c, Some("nr")).unwrap();
+    delete_request(c, gone).unwrap();
+    drop(conn);
+    let line = |rid: &str, status: Option<u16>, ids: &[i64], unreadable: bool| {
+        let mut v = serde_json::json!({
+            "request_id": rid, "status": status, "latency_ms": 1.0, "ids": ids, "client": 0
+        });
+        if unreadable {
+            v["unreadable"] = true.into();
+        }
+        v.to_string()
+    };
+    let log = [
+        line("fine", Some(201), &[fine.0], false),
+        line("lost", Some(201), &[gone.0], false),
+        line("dup", Some(201), &[dup.0], false),
+        line("part", Some(503), &[], false),
+        line("other", Some(201), &[other.0], false),
+        line("mis", Some(201), &[other.0], false),
+        line("unr", Some(201), &[], true),
+        line("nr", None, &[], false),
+    ]
+    .join("\n");
+    std::fs::write(dir.path().join("log.jsonl"), log).unwrap();
+    let (ok, v) = json_check(dir.path(), "db.sqlite3", Some("log.jsonl"));
+    assert!(!ok, "violations exit 1: {v}");
+    let c = &v["counts"];
+    for (key, want) in [
+        ("lost", 1),
+        ("duplicated", 1),
+        ("partial_writes", 2),
+        ("unlogged", 2),
+        ("misattributed", 1),
+        ("unconfirmed", 4),
+    ] {
+        assert_eq!(c[key], want, "{key}: {v}");
+        if key != "unconfirmed" {
+            assert!(
+                v["examples"][key].as_array().is_some_and(|a| !a.is_empty()),
+                "{key} has examples: {v}"
+            );
+        }
+    }
+    assert!(
+        v["examples"]["lost"]
+            .to_string()
+            .contains(&gone.0.to_string()),
+        "the lost row is named: {v}"
+    );
 }

@@ -24,6 +24,9 @@ const PROCESS_KEYS: &[&str] = &[
     "lock_wait_share",
     "latency_ms",
     "by_op",
+    "rolled_back",
+    "aborted",
+    "stalls",
 ];
 const CLASSES: &[&str] = &[
     "busy_upgrade",
@@ -52,7 +55,7 @@ const CHECK_KEYS: &[&str] = &[
 
 /// Asserts report.json's contract and identities; returns it.
 pub fn assert_contract(r: &serde_json::Value) {
-    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["schema_version"], 2);
     for key in [
         "preset",
         "backend",
@@ -85,6 +88,8 @@ pub fn assert_contract(r: &serde_json::Value) {
         "claim",
         "commit",
         "txn_work_ms",
+        "wake",
+        "create_shape",
     ] {
         assert!(r["settings"].get(key).is_some(), "settings lacks {key}");
     }
@@ -126,10 +131,21 @@ pub fn assert_contract(r: &serde_json::Value) {
         let n = |k: &str| p[k].as_u64().unwrap();
         assert_eq!(
             n("ops"),
-            n("ok") + n("gave_up"),
-            "ops = ok + gave_up for {}",
+            n("ok") + n("gave_up") + n("rolled_back"),
+            "ops = ok + gave_up + rolled_back for {}",
             p["name"]
         );
+        assert_eq!(n("aborted"), n("rolled_back"));
+        assert!(p["stalls"].is_array(), "stalls is always a list");
+        for (op, o) in p["by_op"].as_object().unwrap() {
+            let m = |k: &str| o[k].as_u64().unwrap();
+            assert_eq!(
+                m("ops"),
+                m("ok") + m("gave_up") + m("rolled_back"),
+                "{op} of {}",
+                p["name"]
+            );
+        }
         let failed: u64 = p["failed"]
             .as_object()
             .unwrap()
@@ -220,7 +236,7 @@ fn robust_run_flows_end_to_end() {
     for b in &builds {
         assert_eq!(b.outcome, Some(Outcome::Succeeded), "build {}", b.id);
         let stored = BuildEvent::for_build(c, b.id).unwrap();
-        let expected = generate(b.seed, b.events_expected.unwrap() as u32);
+        let expected = generate(b.seed.unwrap(), b.events_expected.unwrap() as u32);
         assert_eq!(stored.len(), expected.len(), "build {} is complete", b.id);
         for (s, e) in stored.iter().zip(&expected) {
             assert_eq!(

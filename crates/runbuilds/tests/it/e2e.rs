@@ -142,7 +142,7 @@ fn two_guarded_schedulers_never_claim_or_book_twice() {
     }
     let by_first = builds
         .iter()
-        .filter(|b| b.claimed_by == "runbuilds")
+        .filter(|b| b.claimed_by.as_deref() == Some("runbuilds"))
         .count();
     eprintln!(
         "claims: runbuilds {by_first}, runbuilds-2 {}",
@@ -228,7 +228,7 @@ fn expired_lease_fails_the_build_and_frees_its_environments() {
     let builds = builds_of(&mut conn, id);
     assert_eq!(builds.len(), 1);
     let b = &builds[0];
-    assert_eq!(b.claimed_by, "runbuilds");
+    assert_eq!(b.claimed_by.as_deref(), Some("runbuilds"));
     assert_eq!(b.owner, None, "no ingester ever took it");
     assert_eq!(b.outcome, Some(Outcome::Failed));
     let lease_until = b.lease_until.unwrap();

@@ -7,8 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use daemon::testkit::wait_for;
-use runbuilds::{SplitClaim, Step};
-use schema::claim::Plan;
+use runbuilds::{Plan, Step};
 use schema::db::process_lock_wait;
 use schema::models::{Booking, Build, Environment};
 use schema::settings::{ClaimStrategy, JournalMode, TxnMode};
@@ -31,7 +30,7 @@ fn setup(journal: JournalMode, mode: TxnMode) -> (TestLab, LabConn, LabConn, Req
 
 fn claim_of(plan: &Plan) -> RequestId {
     match plan {
-        Plan::Claim { request, .. } => *request,
+        Plan::Claim { request, .. } | Plan::Selected { request, .. } => *request,
         other => panic!("expected a claim, got {other:?}"),
     }
 }
@@ -45,7 +44,7 @@ fn toaster_claims_one_request_twice() {
         scheduler("runbuilds", ClaimStrategy::Toaster),
         scheduler("runbuilds-2", ClaimStrategy::Toaster),
     );
-    let (a, b) = (SplitClaim { scheduler: &sa }, SplitClaim { scheduler: &sb });
+    let (a, b) = (&sa, &sb);
 
     let plan_a = a.read(&mut ca).unwrap();
     let plan_b = b.read(&mut cb).unwrap();
@@ -66,7 +65,7 @@ fn toaster_claims_one_request_twice() {
     assert_eq!(doubles[0].0, id);
     assert_eq!(request(&mut ca, id).state, RequestState::InProgress);
     // The environment read-then-lock is one SQLite transaction, serialised:
-    // B locked another qemux86, so no environment is booked twice.
+    // B locked another environment, so no environment is booked twice.
     assert_ne!(ca_claim.environments, cb_claim.environments);
     assert_eq!(bookings_of(&mut ca, id).len(), 2);
     assert!(Booking::overlaps(ca.diesel()).unwrap().is_empty());
@@ -80,7 +79,7 @@ fn guarded_second_write_aborts() {
         scheduler("runbuilds", ClaimStrategy::Guarded),
         scheduler("runbuilds-2", ClaimStrategy::Guarded),
     );
-    let (a, b) = (SplitClaim { scheduler: &sa }, SplitClaim { scheduler: &sb });
+    let (a, b) = (&sa, &sb);
 
     let plan_a = a.read(&mut ca).unwrap();
     let plan_b = b.read(&mut cb).unwrap();
@@ -98,9 +97,13 @@ fn guarded_second_write_aborts() {
         other => panic!("B's conditional update must lose the race: {other:?}"),
     }
     // A rolled-back race is no database failure.
-    let stats_b = sb.lab.stats.snapshot();
+    let stats_b = sb.lab().stats.snapshot();
     assert_eq!((stats_b.gave_up, stats_b.failed_total()), (0, 0));
-    assert_eq!(stats_b.by_op["claim_write"].aborted, 1);
+    assert_eq!(stats_b.by_op["claim_write"].rolled_back, 1);
+    assert_eq!(
+        stats_b.by_op["claim_write"].ok, 0,
+        "a rolled-back claim is not ok"
+    );
 
     assert_eq!(builds_of(&mut ca, id).len(), 1);
     assert!(Build::double_claims(ca.diesel()).unwrap().is_empty());
@@ -114,7 +117,7 @@ fn single_immediate_second_read_waits_for_first_commit() {
     let _serial = serial();
     let (_lab, mut ca, cb, id) = setup(JournalMode::Delete, TxnMode::Immediate);
     let sa = scheduler("runbuilds", ClaimStrategy::Single);
-    let a = SplitClaim { scheduler: &sa };
+    let a = &sa;
 
     // A.read: BEGIN IMMEDIATE and the read; the transaction stays open.
     let plan_a = a.read(&mut ca).unwrap();
@@ -127,7 +130,7 @@ fn single_immediate_second_read_waits_for_first_commit() {
         let b_thread = scope.spawn(move || {
             let mut cb = cb;
             let sb = scheduler("runbuilds-2", ClaimStrategy::Single);
-            let b = SplitClaim { scheduler: &sb };
+            let b = &sb;
             // B.read: its BEGIN IMMEDIATE waits in the busy handler for A.
             let plan_b = b.read(&mut cb).unwrap();
             done_tx.send(()).unwrap();
@@ -179,7 +182,7 @@ fn single_deferred_on_wal_second_write_fails_busy_snapshot() {
         scheduler("runbuilds", ClaimStrategy::Single),
         scheduler("runbuilds-2", ClaimStrategy::Single),
     );
-    let (a, b) = (SplitClaim { scheduler: &sa }, SplitClaim { scheduler: &sb });
+    let (a, b) = (&sa, &sb);
 
     let plan_a = a.read(&mut ca).unwrap();
     let plan_b = b.read(&mut cb).unwrap();

@@ -46,16 +46,14 @@ pub fn policy(timeout: Duration, mode: TxnMode) -> Policy {
 
 /// A scheduler with its own stats, as one runbuilds process has.
 pub fn scheduler(name: &str, strategy: ClaimStrategy) -> Scheduler {
-    Scheduler {
-        lab: Lab::new(name),
-        strategy,
-        lease: Duration::from_secs(10),
-    }
+    Scheduler::new(Lab::new(name), strategy, Duration::from_secs(10))
 }
 
 /// Runs `body` in one write transaction of the test's own connection.
 pub fn write<T>(conn: &mut LabConn, mut body: impl FnMut(&mut Tx<'_>) -> Result<T, TxError>) -> T {
-    conn.write_txn(&mut body).map(|(v, _, _)| v).unwrap()
+    conn.write_txn("test", &mut body)
+        .map(|(v, _, _)| v)
+        .unwrap()
 }
 
 /// `{kind: count, ...}`
@@ -78,6 +76,7 @@ pub fn create_requests(conn: &mut LabConn, all: &[(Needs, i32)]) -> Vec<RequestI
                     priority: *priority,
                     submitted_by: "tests",
                     client_request_id: None,
+                    build_id: None,
                 },
             )?);
         }

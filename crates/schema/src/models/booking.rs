@@ -69,6 +69,20 @@ impl Booking {
         .execute(conn)
     }
 
+    /// Closes the open bookings of the given environments.
+    pub fn release_for_environments(
+        conn: &mut SqliteConnection,
+        environments: &[EnvironmentId],
+    ) -> QueryResult<usize> {
+        diesel::update(
+            booking::table
+                .filter(booking::environment_id.eq_any(environments))
+                .filter(booking::released_at.is_null()),
+        )
+        .set(booking::released_at.eq(Some(now_micros())))
+        .execute(conn)
+    }
+
     pub fn all(conn: &mut SqliteConnection) -> QueryResult<Vec<Booking>> {
         booking::table
             .select(Booking::as_select())

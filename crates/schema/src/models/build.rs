@@ -13,11 +13,13 @@ use crate::types::{now_micros, BuildId, Outcome, RequestId, RequestState};
 #[diesel(table_name = build)]
 pub struct Build {
     pub id: BuildId,
-    pub request_id: RequestId,
-    pub claimed_by: String,
+    /// None for a Build row webui made (Toaster's create shape) that no
+    /// scheduler has filled in yet.
+    pub request_id: Option<RequestId>,
+    pub claimed_by: Option<String>,
     pub owner: Option<String>,
     pub lease_until: Option<i64>,
-    pub seed: i64,
+    pub seed: Option<i64>,
     pub events_expected: Option<i32>,
     pub events_ingested: i32,
     pub events_given_up: i32,
@@ -27,6 +29,41 @@ pub struct Build {
 }
 
 impl Build {
+    /// The Build row Toaster's `schedule_build` makes before its request:
+    /// nothing but its creation time, until a scheduler fills it in.
+    pub fn create_empty(conn: &mut SqliteConnection) -> QueryResult<BuildId> {
+        diesel::insert_into(build::table)
+            .values(build::started_at.eq(now_micros()))
+            .execute(conn)?;
+        super::last_insert_rowid(conn).map(BuildId)
+    }
+
+    /// Fills in the Build row webui made for `request`, if nobody has: 1 if
+    /// this caller did. A second claim of the same request finds it filled and
+    /// creates a build of its own instead, so the double claim stays visible.
+    pub fn fill(
+        conn: &mut SqliteConnection,
+        id: BuildId,
+        request: RequestId,
+        claimed_by: &str,
+        seed: i64,
+        lease_until: i64,
+    ) -> QueryResult<usize> {
+        diesel::update(
+            build::table
+                .filter(build::id.eq(id))
+                .filter(build::claimed_by.is_null()),
+        )
+        .set((
+            build::request_id.eq(Some(request)),
+            build::claimed_by.eq(Some(claimed_by)),
+            build::seed.eq(Some(seed)),
+            build::lease_until.eq(Some(lease_until)),
+            build::started_at.eq(now_micros()),
+        ))
+        .execute(conn)
+    }
+
     /// Creates the build of a claimed request. Its lease gives an ingester time to
     /// take it.
     pub fn create(
@@ -38,9 +75,9 @@ impl Build {
     ) -> QueryResult<BuildId> {
         diesel::insert_into(build::table)
             .values((
-                build::request_id.eq(request),
-                build::claimed_by.eq(claimed_by),
-                build::seed.eq(seed),
+                build::request_id.eq(Some(request)),
+                build::claimed_by.eq(Some(claimed_by)),
+                build::seed.eq(Some(seed)),
                 build::lease_until.eq(Some(lease_until)),
                 build::started_at.eq(now_micros()),
             ))
@@ -174,13 +211,19 @@ impl Build {
         .execute(conn)
     }
 
-    /// Fails unfinished builds whose lease ran out before `cutoff` (their holder
-    /// crashed and nobody took over), in one UPDATE. Returns their requests.
-    pub fn expire(conn: &mut SqliteConnection, cutoff: i64) -> QueryResult<Vec<RequestId>> {
+    /// Fails unfinished builds whose owner's lease ran out before `cutoff` (the
+    /// ingester crashed and nobody took over), in one UPDATE. A build no
+    /// ingester ever took has no holder that could have crashed: it waits for
+    /// one. Returns the rows it changed and their requests.
+    pub fn expire(
+        conn: &mut SqliteConnection,
+        cutoff: i64,
+    ) -> QueryResult<(usize, Vec<RequestId>)> {
         let stamp = now_micros();
         let n = diesel::update(
             build::table
                 .filter(build::completed_at.is_null())
+                .filter(build::owner.is_not_null())
                 .filter(build::lease_until.lt(cutoff)),
         )
         .set((
@@ -189,15 +232,27 @@ impl Build {
         ))
         .execute(conn)?;
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok((0, Vec::new()));
         }
         // The rows this UPDATE just stamped.
-        build::table
+        let requests: Vec<Option<RequestId>> = build::table
             .filter(build::completed_at.eq(stamp))
             .filter(build::outcome.eq(Outcome::Failed))
             .filter(build::lease_until.lt(cutoff))
             .select(build::request_id)
-            .load(conn)
+            .load(conn)?;
+        Ok((n, requests.into_iter().flatten().collect()))
+    }
+
+    /// Unfinished builds whose owner's lease ran out before `cutoff`: what
+    /// [`Build::expire`] would fail (a read, to decide whether to write).
+    pub fn expirable(conn: &mut SqliteConnection, cutoff: i64) -> QueryResult<i64> {
+        build::table
+            .filter(build::completed_at.is_null())
+            .filter(build::owner.is_not_null())
+            .filter(build::lease_until.lt(cutoff))
+            .count()
+            .get_result(conn)
     }
 
     pub fn get(conn: &mut SqliteConnection, id: BuildId) -> QueryResult<Option<Build>> {
@@ -210,7 +265,7 @@ impl Build {
 
     pub fn for_request(conn: &mut SqliteConnection, request: RequestId) -> QueryResult<Vec<Build>> {
         build::table
-            .filter(build::request_id.eq(request))
+            .filter(build::request_id.eq(Some(request)))
             .select(Build::as_select())
             .order(build::id)
             .load(conn)
@@ -236,12 +291,13 @@ impl Build {
     pub fn double_claims(
         conn: &mut SqliteConnection,
     ) -> QueryResult<Vec<(RequestId, Vec<BuildId>)>> {
-        let rows: Vec<(RequestId, BuildId)> = build::table
+        let rows: Vec<(Option<RequestId>, BuildId)> = build::table
+            .filter(build::request_id.is_not_null())
             .select((build::request_id, build::id))
             .order((build::request_id, build::id))
             .load(conn)?;
         let mut out: Vec<(RequestId, Vec<BuildId>)> = Vec::new();
-        for (req, id) in rows {
+        for (req, id) in rows.into_iter().filter_map(|(r, id)| r.map(|r| (r, id))) {
             match out.last_mut() {
                 Some((last, ids)) if *last == req => ids.push(id),
                 _ => out.push((req, vec![id])),
@@ -253,5 +309,19 @@ impl Build {
 
     pub fn count(conn: &mut SqliteConnection) -> QueryResult<i64> {
         build::table.count().get_result(conn)
+    }
+
+    /// Build rows that no request points at and no scheduler filled: what
+    /// Toaster's create leaves behind when it fails part way (`check`).
+    pub fn orphans(conn: &mut SqliteConnection) -> QueryResult<Vec<BuildId>> {
+        use crate::schema::build_request as br;
+        build::table
+            .filter(build::request_id.is_null())
+            .filter(diesel::dsl::not(diesel::dsl::exists(
+                br::table.filter(br::build_id.eq(build::id.nullable())),
+            )))
+            .select(build::id)
+            .order(build::id)
+            .load(conn)
     }
 }

@@ -56,6 +56,16 @@ impl BuildEvent {
         Ok(n)
     }
 
+    /// Whether a build's event `seq` is stored (the `get` of a get_or_create).
+    pub fn exists(conn: &mut SqliteConnection, build: BuildId, seq: i32) -> QueryResult<bool> {
+        diesel::select(diesel::dsl::exists(
+            build_event::table
+                .filter(build_event::build_id.eq(build))
+                .filter(build_event::seq.eq(seq)),
+        ))
+        .get_result(conn)
+    }
+
     /// The highest stored seq of a build: a restart resumes after it.
     pub fn max_seq(conn: &mut SqliteConnection, build: BuildId) -> QueryResult<Option<i32>> {
         build_event::table

@@ -8,7 +8,7 @@ use diesel::sqlite::SqliteConnection;
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{build_request, project};
-use crate::types::{now_micros, ProjectId, RequestId, RequestState};
+use crate::types::{now_micros, BuildId, EnvironmentId, ProjectId, RequestId, RequestState};
 
 /// What a request needs: environment kind to count. Stored as JSON text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +67,10 @@ pub struct BuildRequest {
     pub reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The Build row webui made first (Toaster's create shape), if any.
+    pub build_id: Option<BuildId>,
+    /// The environment runbuilds assigned (Toaster's claim).
+    pub environment_id: Option<EnvironmentId>,
 }
 
 /// A request to create.
@@ -77,6 +81,8 @@ pub struct NewRequest<'a> {
     pub priority: i32,
     pub submitted_by: &'a str,
     pub client_request_id: Option<&'a str>,
+    /// The Build row made before the request (Toaster's create shape).
+    pub build_id: Option<BuildId>,
 }
 
 /// A queued request as the scheduler sees it.
@@ -104,9 +110,48 @@ impl BuildRequest {
                 build_request::client_request_id.eq(new.client_request_id),
                 build_request::created_at.eq(now),
                 build_request::updated_at.eq(now),
+                build_request::build_id.eq(new.build_id),
             ))
             .execute(conn)?;
         super::last_insert_rowid(conn).map(RequestId)
+    }
+
+    /// Saves the request again, unchanged but for its time (Toaster's
+    /// `br.save()` after the child rows).
+    pub fn touch(conn: &mut SqliteConnection, id: RequestId) -> QueryResult<usize> {
+        diesel::update(build_request::table.find(id))
+            .set(build_request::updated_at.eq(now_micros()))
+            .execute(conn)
+    }
+
+    /// Deletes a request; its child rows go with it (ON DELETE CASCADE).
+    pub fn delete(conn: &mut SqliteConnection, id: RequestId) -> QueryResult<usize> {
+        diesel::delete(build_request::table.find(id)).execute(conn)
+    }
+
+    /// Toaster's `_selectBuildRequest`: the first queued request by primary key.
+    /// No priority and no skipping ahead.
+    pub fn first_queued(conn: &mut SqliteConnection) -> QueryResult<Option<BuildRequest>> {
+        build_request::table
+            .filter(build_request::state.eq(RequestState::Queued))
+            .order(build_request::id.asc())
+            .select(BuildRequest::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    /// Points the request at its environment (`br.environment = be; br.save()`).
+    pub fn set_environment(
+        conn: &mut SqliteConnection,
+        id: RequestId,
+        env: EnvironmentId,
+    ) -> QueryResult<usize> {
+        diesel::update(build_request::table.find(id))
+            .set((
+                build_request::environment_id.eq(Some(env)),
+                build_request::updated_at.eq(now_micros()),
+            ))
+            .execute(conn)
     }
 
     /// How many requests are queued (what a Django view shows before it writes).

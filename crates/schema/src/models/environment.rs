@@ -97,6 +97,106 @@ impl Environment {
             .load(conn)
     }
 
+    /// Toaster's `_selectBuildEnvironment` read: the first free environment of
+    /// any kind, by id (`filter(lock=FREE)[0]`, no `select_for_update`).
+    pub fn first_free(conn: &mut SqliteConnection) -> QueryResult<Option<Environment>> {
+        build_environment::table
+            .filter(build_environment::lock_state.eq(LockState::Free))
+            .select(Environment::as_select())
+            .order(build_environment::id)
+            .first(conn)
+            .optional()
+    }
+
+    /// Marks an environment running: its build was triggered.
+    pub fn set_running(
+        conn: &mut SqliteConnection,
+        id: EnvironmentId,
+        lease_until: i64,
+    ) -> QueryResult<usize> {
+        diesel::update(build_environment::table.find(id))
+            .set((
+                build_environment::lock_state.eq(LockState::Running),
+                build_environment::lease_until.eq(Some(lease_until)),
+                build_environment::updated_at.eq(now_micros()),
+            ))
+            .execute(conn)
+    }
+
+    /// Toaster's `cleanup()` filter: environments locked (not running) since
+    /// before `held_before` (µs) whose request failed, completed or is being
+    /// cancelled.
+    pub fn stale_locked(
+        conn: &mut SqliteConnection,
+        held_before: i64,
+    ) -> QueryResult<Vec<EnvironmentId>> {
+        use crate::schema::build_request as br;
+        let ended = [
+            crate::types::RequestState::Failed,
+            crate::types::RequestState::Completed,
+            crate::types::RequestState::Cancelling,
+        ];
+        build_environment::table
+            .filter(build_environment::lock_state.eq(LockState::Locked))
+            .filter(build_environment::updated_at.lt(held_before))
+            .filter(diesel::dsl::exists(
+                br::table
+                    .filter(br::id.nullable().eq(build_environment::request_id))
+                    .filter(br::state.eq_any(ended)),
+            ))
+            .select(build_environment::id)
+            .order(build_environment::id)
+            .load(conn)
+    }
+
+    /// Toaster's `cleanup()` `.update(lock=FREE)`: one UPDATE of the given
+    /// environments, still only where they are locked since before
+    /// `held_before`.
+    pub fn free_stale_locked(
+        conn: &mut SqliteConnection,
+        ids: &[EnvironmentId],
+        held_before: i64,
+    ) -> QueryResult<usize> {
+        diesel::update(
+            build_environment::table
+                .filter(build_environment::id.eq_any(ids))
+                .filter(build_environment::lock_state.eq(LockState::Locked))
+                .filter(build_environment::updated_at.lt(held_before)),
+        )
+        .set((
+            build_environment::lock_state.eq(LockState::Free),
+            build_environment::request_id.eq(None::<RequestId>),
+            build_environment::lease_until.eq(None::<i64>),
+            build_environment::updated_at.eq(now_micros()),
+        ))
+        .execute(conn)
+    }
+
+    /// Frees one environment whatever holds it (`be.lock = FREE; be.save()`).
+    pub fn free_one(conn: &mut SqliteConnection, id: EnvironmentId) -> QueryResult<usize> {
+        diesel::update(build_environment::table.find(id))
+            .set((
+                build_environment::lock_state.eq(LockState::Free),
+                build_environment::request_id.eq(None::<RequestId>),
+                build_environment::lease_until.eq(None::<i64>),
+                build_environment::updated_at.eq(now_micros()),
+            ))
+            .execute(conn)
+    }
+
+    /// The environments a request holds.
+    pub fn of_request(
+        conn: &mut SqliteConnection,
+        request: RequestId,
+    ) -> QueryResult<Vec<EnvironmentId>> {
+        build_environment::table
+            .filter(build_environment::request_id.eq(Some(request)))
+            .filter(build_environment::lock_state.ne(LockState::Free))
+            .select(build_environment::id)
+            .order(build_environment::id)
+            .load(conn)
+    }
+
     /// Every free environment: the read phase of a claim.
     pub fn free(conn: &mut SqliteConnection) -> QueryResult<Vec<Environment>> {
         build_environment::table

@@ -8,6 +8,7 @@ mod build_event;
 mod build_request;
 mod environment;
 mod project;
+mod request_child;
 
 pub use booking::*;
 pub use build::*;
@@ -15,6 +16,7 @@ pub use build_event::*;
 pub use build_request::*;
 pub use environment::*;
 pub use project::*;
+pub use request_child::*;
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;

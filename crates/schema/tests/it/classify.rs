@@ -27,7 +27,7 @@ fn read_then_write(tx: &mut Tx<'_>, name: &str) -> Result<(), TxError> {
 
 fn failure_class(conn: &mut LabConn, name: &str) -> (LockClass, u32, Duration) {
     let err = conn
-        .write_txn(&mut |tx| read_then_write(tx, name))
+        .write_txn("test", &mut |tx| read_then_write(tx, name))
         .expect_err("the write must fail");
     assert!(
         !conn.in_transaction(),
@@ -72,7 +72,7 @@ fn stale_wal_snapshot_is_busy_snapshot() {
     let mut other = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::None));
     let mut conn = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::None));
     let err = conn
-        .write_txn(&mut |tx| {
+        .write_txn("test", &mut |tx| {
             Project::count(tx.conn())?; // the snapshot starts here
             other
                 .execute_raw("INSERT INTO project (name, created_at) VALUES ('other', 0)")
@@ -103,7 +103,7 @@ fn held_write_lock_past_the_timeout_is_busy_timeout() {
         hold_write_lock(&mut holder, "holder");
         // a write first: the handler runs, waits the timeout, gives up
         let err = writer
-            .write_txn(&mut |tx| Ok(Project::create(tx.conn(), "writer")?))
+            .write_txn("test", &mut |tx| Ok(Project::create(tx.conn(), "writer")?))
             .expect_err("timeout");
         match err.error {
             AttemptFailure::Db(e) => {
@@ -119,7 +119,7 @@ fn held_write_lock_past_the_timeout_is_busy_timeout() {
         }
         // the same in autocommit mode
         let err = writer
-            .autocommit(&mut |tx| Ok(Project::create(tx.conn(), "writer")?))
+            .autocommit("test", &mut |tx| Ok(Project::create(tx.conn(), "writer")?))
             .expect_err("timeout");
         match err.error {
             AttemptFailure::Db(e) => assert_eq!(e.class, LockClass::BusyTimeout),
@@ -153,7 +153,7 @@ fn immediate_mode_waits_and_succeeds() {
             holder.execute_raw("COMMIT").unwrap();
         });
         locked_rx.recv().unwrap();
-        conn.write_txn(&mut |tx| read_then_write(tx, "reader"))
+        conn.write_txn("test", &mut |tx| read_then_write(tx, "reader"))
             .map_err(|e| e.error)
             .unwrap();
         holder.join().unwrap();
@@ -162,11 +162,13 @@ fn immediate_mode_waits_and_succeeds() {
         // us (and, with its short timeout, gives up) instead of staling us.
         let mut other = db.conn(policy(100, TxnMode::Deferred, RetryPolicy::None));
         let mut other_class = None;
-        conn.write_txn(&mut |tx| {
+        conn.write_txn("test", &mut |tx| {
             Project::count(tx.conn())?;
             if other_class.is_none() {
                 let err = other
-                    .autocommit(&mut |otx| Ok(Project::get_or_create(otx.conn(), "late")?))
+                    .autocommit("test", &mut |otx| {
+                        Ok(Project::get_or_create(otx.conn(), "late")?)
+                    })
                     .expect_err("the other writer must wait for us");
                 other_class = match err.error {
                     AttemptFailure::Db(e) => Some(e.class),
@@ -211,7 +213,7 @@ fn pooled_connections_on_one_thread_keep_their_own_codes() {
 
     // stale snapshot on `b` caused by `a` (opened after b? no: pooled order)
     let err = b
-        .write_txn(&mut |tx| {
+        .write_txn("test", &mut |tx| {
             Project::count(tx.conn())?;
             a.execute_raw("INSERT INTO project (name, created_at) VALUES ('a2', 0)")
                 .unwrap();
@@ -224,7 +226,9 @@ fn pooled_connections_on_one_thread_keep_their_own_codes() {
     // timeout on `a`, while `b`'s handle last saw a different error
     hold_write_lock(&mut b, "b3");
     let err = a
-        .autocommit(&mut |tx| Ok(Project::get_or_create(tx.conn(), "a3")?))
+        .autocommit("test", &mut |tx| {
+            Ok(Project::get_or_create(tx.conn(), "a3")?)
+        })
         .expect_err("timeout");
     assert!(matches!(err.error, AttemptFailure::Db(ref e) if e.class == LockClass::BusyTimeout));
     b.execute_raw("ROLLBACK").unwrap();
