@@ -12,6 +12,9 @@ use schema::stats::ProcessReport;
 
 use crate::Daemon;
 
+/// How long the operation in flight may still wait for a lock after SIGTERM.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The routes every daemon serves.
 pub fn common_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
@@ -175,12 +178,21 @@ pub async fn serve(
     }
     daemon.lab.stopping.store(true, Ordering::SeqCst);
     on_stop();
+    // The operation in flight may finish (a lock wait that ends within the
+    // grace period commits); after it, every wait is abandoned, so that a
+    // standoff that no timeout ends cannot hold the shutdown.
+    let abandon = daemon.lab.abandon.clone();
+    let grace = tokio::spawn(async move {
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        abandon.store(true, Ordering::SeqCst);
+    });
     let joined = tokio::task::spawn_blocking(move || {
         for t in threads {
             let _ = t.join();
         }
     });
     let _ = joined.await;
+    grace.abort();
     // A manual-mode transaction whose commits kept failing was abandoned.
     daemon.lab.stats.abandon_open_txns();
     handle.stop(true).await;

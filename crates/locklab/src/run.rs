@@ -226,8 +226,35 @@ fn drain_state(conn: &mut LabConn) -> Option<(i64, i64)> {
 
 /// What a drain that timed out leaves behind, in words: builds in progress,
 /// environments held, and operations stalled right now.
-fn abandoned(conn: &mut LabConn, agent: &ureq::Agent, daemons: &[Spawned]) -> String {
+fn abandoned(conn: Option<&mut LabConn>, agent: &ureq::Agent, daemons: &[Spawned]) -> String {
     let mut parts = Vec::new();
+    if let Some(conn) = conn {
+        abandoned_in_db(conn, &mut parts);
+    } else {
+        parts.push("the database's state (it stayed locked)".to_string());
+    }
+    for d in daemons {
+        if let Some(s) = fetch_stats(agent, d) {
+            for st in s.stalls.iter().filter(|st| st.ongoing) {
+                parts.push(format!(
+                    "{} stalled in {} ({}, {} retries, {:.1} s)",
+                    d.name,
+                    st.op,
+                    st.class.as_deref().unwrap_or("no failure"),
+                    st.retries,
+                    st.seconds
+                ));
+            }
+        }
+    }
+    if parts.is_empty() {
+        "nothing in progress".to_string()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn abandoned_in_db(conn: &mut LabConn, parts: &mut Vec<String>) {
     if let Ok(builds) = schema::models::Build::unfinished(conn.diesel()) {
         let owned: Vec<String> = builds
             .iter()
@@ -249,25 +276,6 @@ fn abandoned(conn: &mut LabConn, agent: &ureq::Agent, daemons: &[Spawned]) -> St
         if held > 0 {
             parts.push(format!("{held} environments held"));
         }
-    }
-    for d in daemons {
-        if let Some(s) = fetch_stats(agent, d) {
-            for st in s.stalls.iter().filter(|st| st.ongoing) {
-                parts.push(format!(
-                    "{} stalled in {} ({}, {} retries, {:.1} s)",
-                    d.name,
-                    st.op,
-                    st.class.as_deref().unwrap_or("no failure"),
-                    st.retries,
-                    st.seconds
-                ));
-            }
-        }
-    }
-    if parts.is_empty() {
-        "nothing named (the database could not be read)".to_string()
-    } else {
-        parts.join("; ")
     }
 }
 
@@ -419,8 +427,13 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         }
     }
     let drain_start = Instant::now();
-    let mut watcher = LabConn::open(&target, Arc::new(Policy::default()), false)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The drain's own reads wait briefly: a database whose lock is held for
+    // good (a failed COMMIT that nobody rolls back) must not stall the drain.
+    let watch_policy = Arc::new(Policy {
+        busy_timeout: Duration::from_millis(200),
+        ..Policy::default()
+    });
+    let mut watcher: Option<LabConn> = None;
     let spinner = if tty {
         let s = ProgressBar::new_spinner();
         s.enable_steady_tick(Duration::from_millis(200));
@@ -430,7 +443,10 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     };
     let mut last_plain = Instant::now();
     loop {
-        let state = drain_state(&mut watcher);
+        if watcher.is_none() {
+            watcher = LabConn::open(&target, watch_policy.clone(), false).ok();
+        }
+        let state = watcher.as_mut().and_then(drain_state);
         // Done when nothing is in progress or held, and every scheduler has
         // confirmed that no claim started before the drain is still in flight.
         if let Some((0, 0)) = state {
@@ -446,13 +462,13 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
             eprintln!(
                 "locklab: drain timeout ({}) passed; stopping anyway and abandoning: {}",
                 schema::settings::fmt_duration(opts.drain_timeout),
-                abandoned(&mut watcher, &agent, &daemons)
+                abandoned(watcher.as_mut(), &agent, &daemons)
             );
             break;
         }
         let msg = match state {
             Some((b, e)) => format!("draining: {b} builds in progress, {e} environments held"),
-            None => "draining".to_string(),
+            None => "draining (the database is locked: its state cannot be read now)".to_string(),
         };
         if let Some(s) = &spinner {
             s.set_message(msg);

@@ -52,7 +52,11 @@ pub struct Lab {
     pub process: String,
     pub stats: Arc<Stats>,
     pub trace: Option<Arc<Trace>>,
+    /// Set at shutdown: no operation is retried any more.
     pub stopping: Arc<AtomicBool>,
+    /// Set when the process must not wait any longer (a grace period after
+    /// the shutdown began): busy handlers give up at their next call.
+    pub abandon: Arc<AtomicBool>,
 }
 
 static OP_IDS: AtomicU64 = AtomicU64::new(1);
@@ -65,6 +69,7 @@ impl Lab {
             process,
             trace: None,
             stopping: Arc::new(AtomicBool::new(false)),
+            abandon: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -74,9 +79,15 @@ impl Lab {
     }
 
     /// The flag to put in the connection policy, so that busy handlers give up
-    /// when this process stops.
+    /// once this process abandons its waits.
     pub fn stop_flag(&self) -> crate::db::StopFlag {
-        crate::db::StopFlag(self.stopping.clone())
+        crate::db::StopFlag(self.abandon.clone())
+    }
+
+    /// Stops at once: no retry, and no further wait for a lock.
+    pub fn stop_now(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.abandon.store(true, Ordering::SeqCst);
     }
 
     pub fn is_stopping(&self) -> bool {

@@ -1,6 +1,9 @@
 //! The presets under the same load, through `locklab matrix`: each preset's
-//! "asserted by tests" column of DESIGN.md, as classes present or absent,
-//! never as counts. Also the matrix's own outputs.
+//! "asserted by tests" column (docs/design-updates.md), as classes present or
+//! absent and where they happen, never as counts. What the faithful toaster
+//! model measures varies from run to run (a stall, or no collision at all), so
+//! the assertions are the structural ones: which operations can fail with
+//! busy_upgrade or busy_snapshot at all. The matrix's own outputs too.
 
 use crate::{locklab, serial, text, SMALL_LOAD};
 
@@ -30,6 +33,8 @@ fn presets_show_their_classes() {
         "15s",
         "--out",
         "m",
+        "--drain-timeout",
+        "10s",
     ];
     args.extend(SMALL_LOAD);
     let out = locklab(&args, dir.path());
@@ -57,12 +62,36 @@ fn presets_show_their_classes() {
         assert_eq!(run(preset)["check"]["integrity_ok"], true, "{preset}");
     }
 
-    let r = run("django-default");
-    assert!(
-        failed(process(&r, "runbuilds"), "busy_upgrade") > 0,
-        "{}",
-        show("django-default")
-    );
+    // Without ATOMIC_REQUESTS no webui write follows a read in its
+    // transaction, and per-event ingest never reads first: the only
+    // read-then-write left is runbuilds' select_environment.
+    for preset in ["django-default", "django-wal", "toaster"] {
+        let r = run(preset);
+        for p in r["processes"].as_array().unwrap() {
+            let name = p["name"].as_str().unwrap();
+            let upgrade_ops: Vec<&String> = p["by_op"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(_, o)| {
+                    o["failed"].get("busy_upgrade").is_some()
+                        || o["failed"].get("busy_snapshot").is_some()
+                })
+                .map(|(op, _)| op)
+                .collect();
+            let allowed: &[&str] = match name {
+                "runbuilds" => &["select_environment"],
+                // get_or_create's block reads, then inserts (toaster only)
+                "buildinfohelper" if preset == "toaster" => &["save_task"],
+                _ => &[],
+            };
+            assert!(
+                upgrade_ops.iter().all(|op| allowed.contains(&op.as_str())),
+                "{preset}: {name} upgraded in {upgrade_ops:?}; {}",
+                show(preset)
+            );
+        }
+    }
 
     let r = run("django-atomic");
     assert!(
@@ -71,13 +100,6 @@ fn presets_show_their_classes() {
         show("django-atomic")
     );
 
-    let r = run("django-wal");
-    let rb = process(&r, "runbuilds");
-    assert!(
-        failed(rb, "busy_upgrade") + failed(rb, "busy_snapshot") > 0,
-        "{}",
-        show("django-wal")
-    );
 
     let r = run("django-all");
     let w = process(&r, "webui");
@@ -104,19 +126,33 @@ fn presets_show_their_classes() {
         }
     }
 
+    // Toaster's patched save retries forever: a save gives up only when the
+    // shutdown abandons it, and then it is a stall.
     let r = run("toaster");
-    let retried: u64 = r["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["retried"].as_u64().unwrap())
-        .sum();
-    let gave_up: u64 = r["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["gave_up"].as_u64().unwrap())
-        .sum();
-    assert!(retried > 0, "{}", show("toaster"));
-    assert_eq!(gave_up, 0, "{}", show("toaster"));
+    for p in r["processes"].as_array().unwrap() {
+        for (op, o) in p["by_op"].as_object().unwrap() {
+            let saves = [
+                "mark_inprogress",
+                "postpone",
+                "assign_environment",
+                "save_event",
+            ];
+            if !saves.contains(&op.as_str()) {
+                continue;
+            }
+            let abandoned = p["stalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["op"] == op.as_str() && s["abandoned"] == true)
+                .count() as u64;
+            assert!(
+                o["gave_up"].as_u64().unwrap() <= abandoned,
+                "{op} gave up without being abandoned: {}",
+                show("toaster")
+            );
+        }
+    }
+    assert_eq!(r["settings"]["wake"], "notify");
+    assert_eq!(r["settings"]["create_shape"], "toaster");
 }

@@ -18,9 +18,10 @@ fn stats(child: &Child) -> serde_json::Value {
     get(&format!("{}/api/stats", child.url)).unwrap().json()
 }
 
-/// Claim operations the scheduler has finished.
+/// Passes the scheduler has finished: its toaster claim's `select_request`
+/// operations (the default preset claims as Toaster does).
 fn claims_done(child: &Child) -> u64 {
-    let claim = &stats(child)["by_op"]["claim"];
+    let claim = &stats(child)["by_op"]["select_request"];
     claim["ok"].as_u64().unwrap_or(0) + claim["gave_up"].as_u64().unwrap_or(0)
 }
 
@@ -193,9 +194,10 @@ fn wakes_on_sigusr1_and_post_wake() {
     }
 }
 
-/// A claimed build that no ingester takes (its lease 300ms) is failed once its
-/// lease has been expired for a whole lease, and its environments are freed
-/// on a later step.
+/// A claimed build that no ingester takes is left alone: it has no holder
+/// that could have crashed. Once an ingester takes it (lease 300ms) and stops
+/// renewing, it is failed a whole lease after its lease ran out, and its
+/// environments are freed with its bookings closed.
 #[test]
 fn expired_lease_fails_the_build_and_frees_its_environments() {
     let _serial = serial();
@@ -208,9 +210,26 @@ fn expired_lease_fails_the_build_and_frees_its_environments() {
         .start(
             "runbuilds",
             "runbuilds",
-            &["--lease", "300ms", "--poll-interval", "100ms"],
+            &["--lease", "300ms", "--poll-interval", "100ms", "--claim", "guarded"],
         )
         .unwrap();
+    wait_for("the claim", WITHIN, || {
+        (state_of(&mut conn, id) == Some(RequestState::InProgress)).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", rb.log_text()));
+    // Several leases pass: nobody took the build, so it is not expired.
+    wait_for("more passes", WITHIN, || {
+        let s = stats(&rb);
+        (s["by_op"]["find_expired"]["ok"].as_u64().unwrap_or(0) > 20).then_some(())
+    })
+    .unwrap();
+    assert_eq!(state_of(&mut conn, id), Some(RequestState::InProgress));
+    assert_eq!(Environment::held(conn.diesel()).unwrap().len(), 2);
+    // An ingester takes it and dies at once.
+    let build = builds_of(&mut conn, id)[0].id;
+    write(&mut conn, |tx| {
+        Ok(Build::take(tx.conn(), build, "ghost", schema::now_micros() + 300_000)?)
+    });
 
     let freed = wait_for(
         "the build failed and its environments freed",
@@ -229,7 +248,7 @@ fn expired_lease_fails_the_build_and_frees_its_environments() {
     assert_eq!(builds.len(), 1);
     let b = &builds[0];
     assert_eq!(b.claimed_by.as_deref(), Some("runbuilds"));
-    assert_eq!(b.owner, None, "no ingester ever took it");
+    assert_eq!(b.owner.as_deref(), Some("ghost"));
     assert_eq!(b.outcome, Some(Outcome::Failed));
     let lease_until = b.lease_until.unwrap();
     let completed = b.completed_at.unwrap();
@@ -239,7 +258,7 @@ fn expired_lease_fails_the_build_and_frees_its_environments() {
         "failed {}µs after the lease ran out, before a whole lease",
         completed - lease_until
     );
-    // Release follows the expiry.
+    // Release comes with the expiry.
     for booking in &bookings {
         assert!(booking.released_at.unwrap() >= completed, "{booking:?}");
     }
@@ -258,7 +277,11 @@ fn daemon_fails_unsatisfiable_request() {
         .unwrap();
     let id = create_request(&mut conn, needs(&[("qemuarm", 3)]), 0);
     let rb = lab
-        .start("runbuilds", "runbuilds", &["--poll-interval", "100ms"])
+        .start(
+            "runbuilds",
+            "runbuilds",
+            &["--poll-interval", "100ms", "--claim", "guarded"],
+        )
         .unwrap();
     wait_for("the request failed", WITHIN, || {
         (state_of(&mut conn, id) == Some(RequestState::Failed)).then_some(())
@@ -271,4 +294,90 @@ fn daemon_fails_unsatisfiable_request() {
     );
     assert!(builds_of(&mut conn, id).is_empty());
     assert!(rb.log_text().contains("can never run"));
+}
+
+fn passes(child: &Child) -> u64 {
+    stats(child)["by_op"]["select_request"]["ops"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// LAB_WAKE=notify: runbuilds schedules only when woken. webui wakes it after
+/// a create, with SIGUSR1 through runbuilds' pidfile (same PID namespace), or
+/// with POST /wake when it cannot signal; one wake runs the pass
+/// LAB_WAKE_PASSES times (7: Toaster's quirk).
+#[test]
+fn notify_schedules_only_when_woken() {
+    let _serial = serial();
+    let lab = test_lab(JournalMode::Wal);
+    let mut conn = lab
+        .conn(policy(Duration::from_secs(5), TxnMode::Deferred))
+        .unwrap();
+    let rb = lab
+        .start("runbuilds", "runbuilds", &["--wake", "notify"])
+        .unwrap();
+    let pidfile = lab.path().join(".runbuilds.pid");
+    wait_for("runbuilds' pidfile", WITHIN, || pidfile.exists().then_some(())).unwrap();
+    let text = std::fs::read_to_string(&pidfile).unwrap();
+    assert_eq!(text.lines().next(), Some(rb.pid().to_string().as_str()));
+    assert!(text.lines().nth(1).is_some_and(|ns| ns.starts_with("pid:[")), "{text}");
+
+    // A request nobody announces stays queued: no pass runs.
+    let id = create_request(&mut conn, needs(&[("qemux86", 1)]), 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(state_of(&mut conn, id), Some(RequestState::Queued));
+    assert_eq!(passes(&rb), 0, "{}", rb.log_text());
+
+    // webui's create wakes it with SIGUSR1 (same PID namespace).
+    let web = lab.start("webui", "webui", &["--wake", "notify"]).unwrap();
+    let created = post_json(
+        &format!("{}/api/build-requests", web.url),
+        &serde_json::json!({"project": "p", "count": 1}),
+    )
+    .unwrap();
+    assert_eq!(created.status, 201, "{created:?}");
+    wait_for("the claims after the wake", WITHIN, || {
+        (state_of(&mut conn, id) == Some(RequestState::InProgress)).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[&rb, &web])));
+    wait_for("the passes of one wake", WITHIN, || {
+        (passes(&rb) >= u64::from(schema::settings::TOASTER_WAKE_PASSES)).then_some(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        passes(&rb),
+        u64::from(schema::settings::TOASTER_WAKE_PASSES),
+        "one wake, one round of passes"
+    );
+    drop(web);
+
+    // A webui that cannot signal (its pidfile names nothing) POSTs /wake.
+    let web = lab
+        .start(
+            "webui",
+            "webui",
+            &[
+                "--wake",
+                "notify",
+                "--pidfile",
+                lab.path().join("none.pid").to_str().unwrap(),
+                "--wake-url",
+                &rb.url,
+            ],
+        )
+        .unwrap();
+    let before = passes(&rb);
+    let created = post_json(
+        &format!("{}/api/build-requests", web.url),
+        &serde_json::json!({"project": "p", "count": 1}),
+    )
+    .unwrap();
+    assert_eq!(created.status, 201);
+    let new_id = RequestId(created.json()["ids"][0].as_i64().unwrap());
+    wait_for("the claim after POST /wake", WITHIN, || {
+        (state_of(&mut conn, new_id) == Some(RequestState::InProgress)).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&[&rb, &web])));
+    assert!(passes(&rb) > before);
 }

@@ -87,7 +87,7 @@ fn failures(lab: &Lab, op: &str) -> u64 {
 
 /// Stops a process: its retry loops end and its busy handler gives up.
 fn stop(lab: &Lab) {
-    lab.stopping.store(true, Ordering::SeqCst);
+    lab.stop_now();
 }
 
 fn queued_request(conn: &mut LabConn) -> RequestId {

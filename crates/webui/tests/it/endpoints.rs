@@ -243,7 +243,8 @@ fn health_metrics_and_stats_are_served() {
         "locklab_failed_attempts_total",
         "locklab_op_duration_seconds_bucket",
         "locklab_op_duration_seconds_bucket{process=\"webui\",op=\"create_request\",le=\"+Inf\"} 1",
-        "locklab_rows_committed_total{process=\"webui\"} 4",
+        // four requests and their project
+        "locklab_rows_committed_total{process=\"webui\"} 5",
     ] {
         assert!(
             metrics.body.contains(needle),
@@ -276,10 +277,12 @@ fn health_metrics_and_stats_are_served() {
     }
     assert_eq!(
         stats["ops"].as_u64().unwrap(),
-        stats["ok"].as_u64().unwrap() + stats["gave_up"].as_u64().unwrap()
+        stats["ok"].as_u64().unwrap()
+            + stats["gave_up"].as_u64().unwrap()
+            + stats["rolled_back"].as_u64().unwrap()
     );
     assert_eq!(stats["by_op"]["create_request"]["ops"], 1);
-    assert_eq!(stats["rows_committed"], 4);
+    assert_eq!(stats["rows_committed"], 5, "four requests and their project");
     let settings = &stats["settings"];
     assert!(settings.is_object(), "{stats}");
     assert_eq!(settings["journal_mode"], "wal", "read back from the file");
