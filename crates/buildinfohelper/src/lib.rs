@@ -139,6 +139,8 @@ impl From<Ingested> for Step {
     }
 }
 
+const NOTHING_TO_TAKE: &str = "no build to take";
+
 /// The ingester.
 pub struct Ingester {
     pub lab: Lab,
@@ -161,7 +163,8 @@ impl Ingester {
         let taken = self.lab.op("take", |op| {
             op.autocommit(conn, |tx| {
                 let Some(id) = Build::next_unowned(tx.conn(), &owner)? else {
-                    return Ok(None);
+                    // Nothing to take: not an ok operation.
+                    return Err(schema::TxError::abort(NOTHING_TO_TAKE));
                 };
                 let mut build = None;
                 if tx.counted(|c| {
@@ -181,6 +184,7 @@ impl Ingester {
         let build = match taken {
             Ok(Some(b)) => b,
             Ok(None) => return Step::Idle,
+            Err(schema::OpError::Aborted(r)) if r == NOTHING_TO_TAKE => return Step::Idle,
             Err(_) => return Step::GaveUp,
         };
         let ctx = IngestCtx {

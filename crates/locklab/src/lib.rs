@@ -587,6 +587,9 @@ pub fn presets_table() -> Table {
         "retry",
         "claim",
         "commit",
+        "wake",
+        "create",
+        "event pace",
         "asserted by tests",
         "also expected",
     ]);
@@ -601,6 +604,11 @@ pub fn presets_table() -> Table {
             p.retry.to_string(),
             p.claim.to_string(),
             p.commit.to_string(),
+            p.wake.to_string(),
+            p.create_shape.to_string(),
+            p.event_delay
+                .map(schema::settings::fmt_duration)
+                .unwrap_or_else(|| "the load's".to_string()),
             p.asserted.to_string(),
             p.expected.to_string(),
         ]);
@@ -611,6 +619,13 @@ pub fn presets_table() -> Table {
 fn print_presets() {
     println!("{}", presets_table());
     println!("durability: presets with synchronous=normal (immediate, robust): {DURABILITY_NOTE}");
+    println!(
+        "A preset sets database and strategy knobs, never the load, with one exception: toaster \
+         paces the build events (LAB_EVENT_DELAY) to Toaster's speed, about a minute per \
+         15,000-event build, so that the transaction its buildinfohelper leaves open between \
+         syncs spans real time. Like LAB_TXN_WORK it models the stack, and a flag or \
+         LAB_EVENT_DELAY overrides it."
+    );
     println!("Pick one with --preset NAME or LAB_PRESET=NAME; flags and LAB_* variables beside it override its knobs.");
 }
 

@@ -35,6 +35,10 @@ pub struct Load {
     pub num: u32,
     pub sleep_s: f64,
     pub events_per_build: u32,
+    /// The pace of the build events (LAB_EVENT_DELAY, or the preset's), in
+    /// seconds (added field).
+    #[serde(default)]
+    pub event_delay_s: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -62,6 +66,10 @@ pub struct Report {
     /// The verdict, one line per finding (added field).
     #[serde(default)]
     pub verdict: Vec<String>,
+    /// How long the drain took, from the end of the load to the daemons'
+    /// SIGTERM; it ends by `--drain-timeout` at the latest (added field).
+    #[serde(default)]
+    pub drain_s: f64,
     /// Counting identities that do not hold, in words (added field; `[]` when
     /// they all hold).
     #[serde(default)]

@@ -482,6 +482,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     if let Some(s) = &spinner {
         s.finish_and_clear();
     }
+    let drain_s = drain_start.elapsed().as_secs_f64();
     let drain_end = now_micros();
 
     // Then every daemon gets SIGTERM and writes its final stats.
@@ -552,12 +553,14 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
             num: opts.num,
             sleep_s: opts.sleep.as_secs_f64(),
             events_per_build: opts.events_per_build,
+            event_delay_s: event_delay(opts).as_secs_f64(),
         },
         settings: settings.context("webui reported no settings")?,
         processes,
         loadgen,
         check: checked.counts.clone(),
         verdict: Vec::new(),
+        drain_s,
         identity_violations: Vec::new(),
     };
     report.identity_violations = report.check_identities();
@@ -567,6 +570,19 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     report.verdict = report::verdict(&report);
     write_outputs(&opts.out, &report, &traces, &checked)?;
     Ok(report)
+}
+
+/// The event pace the ingester used: the flag, else the preset's.
+fn event_delay(opts: &RunOptions) -> Duration {
+    opts.event_delay
+        .as_deref()
+        .and_then(|d| schema::settings::parse_duration(d).ok())
+        .or_else(|| {
+            schema::settings::Preset::by_name(&opts.preset)
+                .ok()
+                .and_then(|p| p.event_delay)
+        })
+        .unwrap_or(Duration::ZERO)
 }
 
 /// Writes report.json, report.md and timeline.svg.

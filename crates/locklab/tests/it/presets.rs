@@ -60,6 +60,10 @@ fn presets_show_their_classes() {
     for preset in presets.split(',') {
         crate::flow::assert_contract(&run(preset));
         assert_eq!(run(preset)["check"]["integrity_ok"], true, "{preset}");
+        // The drain is bounded: whatever stalled, it ended by its timeout
+        // (10 s here; the margin is the loop's last poll of the database).
+        let drain = run(preset)["drain_s"].as_f64().unwrap();
+        assert!(drain <= 12.0, "{preset}: drain took {drain} s");
     }
 
     // Without ATOMIC_REQUESTS no webui write follows a read in its
@@ -99,7 +103,6 @@ fn presets_show_their_classes() {
         "{}",
         show("django-atomic")
     );
-
 
     let r = run("django-all");
     let w = process(&r, "webui");

@@ -69,6 +69,24 @@ impl Booking {
         .execute(conn)
     }
 
+    /// Closes the open bookings of environments that are free now.
+    pub fn release_for_free_environments(conn: &mut SqliteConnection) -> QueryResult<usize> {
+        use crate::schema::build_environment as env;
+        diesel::update(
+            booking::table
+                .filter(booking::released_at.is_null())
+                .filter(
+                    booking::environment_id.eq_any(
+                        env::table
+                            .filter(env::lock_state.eq(crate::types::LockState::Free))
+                            .select(env::id),
+                    ),
+                ),
+        )
+        .set(booking::released_at.eq(Some(now_micros())))
+        .execute(conn)
+    }
+
     /// Closes the open bookings of the given environments.
     pub fn release_for_environments(
         conn: &mut SqliteConnection,

@@ -123,45 +123,26 @@ impl Environment {
             .execute(conn)
     }
 
-    /// Toaster's `cleanup()` filter: environments locked (not running) since
-    /// before `held_before` (µs) whose request failed, completed or is being
-    /// cancelled.
-    pub fn stale_locked(
-        conn: &mut SqliteConnection,
-        held_before: i64,
-    ) -> QueryResult<Vec<EnvironmentId>> {
+    /// Toaster's `cleanup()` `.update(lock=FREE)`: one UPDATE of the
+    /// environments locked (not running) since before `held_before` (µs) whose
+    /// request failed, completed or is being cancelled. It runs whether or not
+    /// any row matches.
+    pub fn free_stale_locked(conn: &mut SqliteConnection, held_before: i64) -> QueryResult<usize> {
         use crate::schema::build_request as br;
         let ended = [
             crate::types::RequestState::Failed,
             crate::types::RequestState::Completed,
             crate::types::RequestState::Cancelling,
         ];
-        build_environment::table
-            .filter(build_environment::lock_state.eq(LockState::Locked))
-            .filter(build_environment::updated_at.lt(held_before))
-            .filter(diesel::dsl::exists(
-                br::table
-                    .filter(br::id.nullable().eq(build_environment::request_id))
-                    .filter(br::state.eq_any(ended)),
-            ))
-            .select(build_environment::id)
-            .order(build_environment::id)
-            .load(conn)
-    }
-
-    /// Toaster's `cleanup()` `.update(lock=FREE)`: one UPDATE of the given
-    /// environments, still only where they are locked since before
-    /// `held_before`.
-    pub fn free_stale_locked(
-        conn: &mut SqliteConnection,
-        ids: &[EnvironmentId],
-        held_before: i64,
-    ) -> QueryResult<usize> {
         diesel::update(
             build_environment::table
-                .filter(build_environment::id.eq_any(ids))
                 .filter(build_environment::lock_state.eq(LockState::Locked))
-                .filter(build_environment::updated_at.lt(held_before)),
+                .filter(build_environment::updated_at.lt(held_before))
+                .filter(diesel::dsl::exists(
+                    br::table
+                        .filter(br::id.nullable().eq(build_environment::request_id))
+                        .filter(br::state.eq_any(ended)),
+                )),
         )
         .set((
             build_environment::lock_state.eq(LockState::Free),

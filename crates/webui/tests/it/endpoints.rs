@@ -282,7 +282,10 @@ fn health_metrics_and_stats_are_served() {
             + stats["rolled_back"].as_u64().unwrap()
     );
     assert_eq!(stats["by_op"]["create_request"]["ops"], 1);
-    assert_eq!(stats["rows_committed"], 5, "four requests and their project");
+    assert_eq!(
+        stats["rows_committed"], 5,
+        "four requests and their project"
+    );
     let settings = &stats["settings"];
     assert!(settings.is_object(), "{stats}");
     assert_eq!(settings["journal_mode"], "wal", "read back from the file");

@@ -124,6 +124,9 @@ fn sigterm_finishes_the_create_in_flight() {
     let create = &stats["by_op"]["create_request"];
     assert_eq!(create["ops"], 1, "{stats}");
     assert_eq!(create["ok"], 1, "{stats}");
-    assert_eq!(create["rows_committed"], 3, "two requests and their project: {stats}");
+    assert_eq!(
+        create["rows_committed"], 3,
+        "two requests and their project: {stats}"
+    );
     assert_eq!(stats["gave_up"], 0, "{stats}");
 }

@@ -79,8 +79,8 @@ pub enum Step {
     Released(Vec<RequestId>),
     /// Builds whose ingester stopped renewing, failed with their requests.
     Expired(Vec<RequestId>),
-    /// Environments Toaster's cleanup freed.
-    Freed(Vec<EnvironmentId>),
+    /// How many environments Toaster's cleanup freed.
+    Freed(usize),
     /// The claim lost a race or its environments went: nothing written.
     Lost(String),
     /// Toaster: no environment was free; the request was saved back as queued.
@@ -98,7 +98,7 @@ impl Step {
         match self {
             Step::Claimed(_) | Step::FailedUnsatisfiable(_) => true,
             Step::Released(r) | Step::Expired(r) => !r.is_empty(),
-            Step::Freed(e) => !e.is_empty(),
+            Step::Freed(n) => *n > 0,
             _ => false,
         }
     }

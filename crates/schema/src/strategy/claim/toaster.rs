@@ -25,8 +25,10 @@
 //!
 //! `cleanup`: environments LOCKED for more than 30 s whose request failed,
 //! completed or is cancelling are freed with one queryset `.update()`
-//! (autocommit, never retried). The lab then closes their bookings with a
-//! second statement: the bookings are the lab's own evidence, not Toaster's.
+//! (autocommit, never retried), on every pass: an UPDATE takes the write lock
+//! even when it matches no row. When it freed some, the lab closes their
+//! bookings with a second statement: the bookings are the lab's own evidence,
+//! not Toaster's.
 //!
 //! The booking row is written inside the `select_environment` save, after the
 //! environment's lock, so its time is taken with the write lock held.
@@ -44,19 +46,24 @@ pub struct Toaster;
 /// How long an environment stays LOCKED before Toaster's cleanup frees it.
 pub const CLEANUP_AFTER: Duration = Duration::from_secs(30);
 
-/// Step 1: the read-only block.
+/// Step 1: the read-only block. With nothing queued, `[0]` raises IndexError
+/// inside it and the block rolls back (the operation is rolled back).
 pub fn select_request(ctx: &ClaimCtx, conn: &mut LabConn) -> Result<Plan, OpError> {
-    ctx.lab.op("select_request", |op| {
+    let result = ctx.lab.op("select_request", |op| {
         op.block(conn, |op, conn| {
-            Ok(match op.read(conn, BuildRequest::first_queued)? {
-                Some(r) => Plan::Selected {
+            match op.read(conn, BuildRequest::first_queued)? {
+                Some(r) => Ok(Plan::Selected {
                     request: r.id,
                     build: r.build_id,
-                },
-                None => Plan::Idle { queued: 0 },
-            })
+                }),
+                None => Err(OpError::Aborted(super::NOTHING_QUEUED.to_string())),
+            }
         })
-    })
+    });
+    match result {
+        Err(OpError::Aborted(r)) if r == super::NOTHING_QUEUED => Ok(Plan::Idle { queued: 0 }),
+        other => other,
+    }
 }
 
 /// Step 2: the patched save that marks the request inprogress, whatever its
@@ -194,20 +201,19 @@ impl Claim for Toaster {
     fn cleanup(&self, ctx: &ClaimCtx, conn: &mut LabConn) -> Vec<Step> {
         let cutoff = now_micros() - i64::try_from(CLEANUP_AFTER.as_micros()).unwrap_or(0);
         let result = ctx.lab.op("cleanup", |op| {
-            let stale = op.read(conn, |c| Environment::stale_locked(c, cutoff))?;
-            if stale.is_empty() {
-                return Ok(Vec::new());
+            let freed = op.statement(conn, |tx| {
+                Ok(tx.counted(|c| Environment::free_stale_locked(c, cutoff))?)
+            })?;
+            if freed > 0 {
+                op.statement(conn, |tx| {
+                    Ok(tx.counted(Booking::release_for_free_environments)?)
+                })?;
             }
-            op.statement(conn, |tx| {
-                Ok(tx.counted(|c| Environment::free_stale_locked(c, &stale, cutoff))?)
-            })?;
-            op.statement(conn, |tx| {
-                Ok(tx.counted(|c| Booking::release_for_environments(c, &stale))?)
-            })?;
-            Ok(stale)
+            Ok(freed)
         });
         vec![match result {
-            Ok(freed) => Step::Freed(freed),
+            Ok(0) => Step::Idle,
+            Ok(n) => Step::Freed(n),
             Err(e) => gave_up_or_lost(e),
         }]
     }
