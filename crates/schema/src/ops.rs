@@ -16,7 +16,7 @@
 //!   transaction), retried as a unit.
 //! - [`Op::statement`]: statements that no policy retries (a queryset update,
 //!   a bulk insert); in manual mode they begin a transaction that stays open.
-//! - [`Op::read`]: reads.
+//! - [`Op::read`] runs reads, retried as the policy says.
 //! - [`Op::sync`]: Django's manual-mode sync: COMMIT if open; a failed COMMIT
 //!   leaves the transaction open.
 //!

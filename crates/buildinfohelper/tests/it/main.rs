@@ -17,7 +17,7 @@ use daemon::testkit::TestLab;
 use schema::db::{LabConn, Policy, Tx};
 use schema::models::{Build, BuildEvent, BuildRequest, Needs, NewRequest, Project};
 use schema::settings::{CommitPolicy, JournalMode, RetryPolicy, TxnMode};
-use schema::strategy::claim::{self, Claim, ClaimCtx, Claimed, Step as ClaimStep};
+use schema::strategy::claim::{self, ClaimCtx, Claimed, Step as ClaimStep};
 use schema::stream::generate;
 use schema::{BuildId, Lab, TxError};
 

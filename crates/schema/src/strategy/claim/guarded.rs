@@ -55,7 +55,7 @@ impl Guarded {
         plan: Plan,
         op_name: &'static str,
     ) -> Result<Step, OpError> {
-        let result = ctx.lab.op(op_name, |op| match plan {
+        ctx.lab.op(op_name, |op| match plan {
             Plan::Idle { .. } => Ok(Step::Idle),
             Plan::Wait { .. } => Ok(Step::Waiting),
             Plan::Selected { .. } => Err(OpError::Aborted("not a plan of this strategy".into())),
@@ -70,8 +70,7 @@ impl Guarded {
             } => op.write(conn, |tx| {
                 write_guarded(ctx, tx, request, &environments).map(Step::Claimed)
             }),
-        });
-        result
+        })
     }
 }
 
