@@ -664,6 +664,11 @@ impl Block {
     pub fn is_nested(&self) -> bool {
         !self.outermost
     }
+
+    /// When the transaction held the write lock before this block began.
+    pub fn acquired_before(&self) -> Option<i64> {
+        self.acquired_before
+    }
 }
 
 impl LabConn {
@@ -874,6 +879,12 @@ impl LabConn {
 
     fn acquired(&self) -> Option<i64> {
         *lock(&self.hook.acquired)
+    }
+
+    /// Wall-clock µs at which the open transaction (or the last autocommit
+    /// statement) first held the write lock, if it did.
+    pub fn lock_acquired_at(&self) -> Option<i64> {
+        self.acquired()
     }
 
     fn times(&self, started: i64, acquired_before: Option<i64>, nested: bool) -> AttemptTimes {

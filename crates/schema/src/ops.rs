@@ -288,7 +288,12 @@ impl<'a> Op<'a> {
             (Ok(_), Err((e, times))) => {
                 self.lab.trace(
                     self.name,
-                    Attempt::failed(kind, &AttemptTimes { started, ..times }, &e, self.attempt),
+                    Attempt::failed(
+                        kind,
+                        &AttemptTimes { started, ..times },
+                        &e,
+                        self.attempt + 1,
+                    ),
                 );
                 self.after_failure(conn, &e, Call::Statement)?;
                 Err(OpError::Db(e))
@@ -317,10 +322,15 @@ impl<'a> Op<'a> {
     ) -> Result<(Committed, AttemptTimes), (DbError, AttemptTimes)> {
         let nested = block.is_nested();
         let txn = conn.txn_id();
+        // A nested block reports the lock only if it took it itself.
+        let acquired = match (nested, block.acquired_before()) {
+            (true, Some(_)) => None,
+            _ => conn.lock_acquired_at(),
+        };
         let r = conn.end_block(block, commit);
         let times = AttemptTimes {
             started: 0,
-            acquired: None,
+            acquired,
             ended: crate::types::now_micros(),
             txn,
             nested,
