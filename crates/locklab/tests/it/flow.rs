@@ -253,6 +253,52 @@ fn robust_run_flows_end_to_end() {
             "report shows the same webui row:\n{again}"
         );
     }
+    // --by-op shows where each process's operations went.
+    let out = locklab(&["report", "r", "--by-op"], dir.path());
+    let (by_op, _) = text(&out);
+    assert!(out.status.success());
+    for op in ["create_request", "claim", "write_batch", "rolled_back"] {
+        assert!(by_op.contains(op), "report --by-op lacks {op}:\n{by_op}");
+    }
+    // A schema_version 1 file (no rolled_back, no stalls) still reads, with
+    // rolled_back = 0, and its identities are checked as version 1 counted.
+    let mut v1 = r.clone();
+    v1["schema_version"] = 1.into();
+    for p in v1["processes"].as_array_mut().unwrap() {
+        let p = p.as_object_mut().unwrap();
+        let rb = p
+            .remove("rolled_back")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        for key in ["aborted", "stalls", "stalls_total"] {
+            p.remove(key);
+        }
+        // version 1 counted a rolled-back operation as ok
+        let ok = p["ok"].as_u64().unwrap() + rb;
+        p.insert("ok".to_string(), ok.into());
+        for o in p["by_op"].as_object_mut().unwrap().values_mut() {
+            let o = o.as_object_mut().unwrap();
+            let rb = o
+                .remove("rolled_back")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            let ok = o["ok"].as_u64().unwrap() + rb;
+            o.insert("ok".to_string(), ok.into());
+        }
+    }
+    for key in ["drain_s", "identity_violations"] {
+        v1.as_object_mut().unwrap().remove(key);
+    }
+    std::fs::create_dir_all(dir.path().join("v1")).unwrap();
+    std::fs::write(dir.path().join("v1/report.json"), v1.to_string()).unwrap();
+    let out = locklab(&["report", "v1", "--json"], dir.path());
+    let (v1_out, v1_err) = text(&out);
+    assert!(out.status.success(), "{v1_out}\n{v1_err}");
+    let read: serde_json::Value = serde_json::from_str(&v1_out).unwrap();
+    assert_eq!(read["schema_version"], 1);
+    assert_eq!(read["processes"][0]["rolled_back"], 0);
+    assert_eq!(read["identity_violations"], serde_json::json!([]));
+
     let svg = std::fs::read_to_string(dir.path().join("r/timeline.svg")).unwrap();
     for lane in ["webui", "runbuilds", "buildinfohelper", "write lock held"] {
         assert!(svg.contains(lane), "timeline lacks {lane}");
