@@ -20,6 +20,7 @@ pub fn common_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/metrics", web::get().to(metrics))
         .route("/api/stats", web::get().to(stats))
+        .route("/load-start", web::post().to(load_start))
         .route("/drain", web::post().to(drain));
 }
 
@@ -41,7 +42,15 @@ async fn stats(d: web::Data<Daemon>) -> HttpResponse {
     HttpResponse::Ok().json(d.stats_json())
 }
 
+/// `POST /load-start`: the load begins; rates are measured from here.
+async fn load_start(d: web::Data<Daemon>) -> HttpResponse {
+    d.lab.stats.mark_load_start();
+    HttpResponse::Ok().json(serde_json::json!({ "name": d.name(), "load_started": true }))
+}
+
 async fn drain(d: web::Data<Daemon>) -> HttpResponse {
+    // The load window ends with the drain's first request.
+    d.lab.stats.mark_load_end();
     if !d.draining.swap(true, Ordering::SeqCst) {
         log::info!("{}: draining", d.name());
     }

@@ -56,6 +56,42 @@ pub fn wait_healthy(agent: &Agent, url: &str, within: Duration) -> anyhow::Resul
     }
 }
 
+/// Waits until `url` answers 200, saying every 5 s what it waits for and why
+/// (`what` names the service), and failing with a line that says what to do.
+pub fn wait_healthy_verbose(
+    agent: &Agent,
+    url: &str,
+    within: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let deadline = started + within;
+    let mut last_said = started;
+    loop {
+        let why = match agent.get(url).call() {
+            Ok(r) if r.status().as_u16() == 200 => return Ok(()),
+            Ok(r) => format!("it answers HTTP {}", r.status().as_u16()),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "{what} at {url} did not answer within {}: {why}; is it running, and is this \
+                 its address (--target / LAB_TARGET)?",
+                schema::settings::fmt_duration(within)
+            );
+        }
+        if last_said.elapsed() >= Duration::from_secs(5) {
+            last_said = Instant::now();
+            eprintln!(
+                "loadgen: waiting for {what} at {url} ({:.0}s of {}): {why}",
+                started.elapsed().as_secs_f64(),
+                schema::settings::fmt_duration(within)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Joins a base URL and a path.
 pub fn join(base: &str, path: &str) -> String {
     format!("{}{}", base.trim_end_matches('/'), path)

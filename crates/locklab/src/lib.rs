@@ -255,6 +255,9 @@ pub struct LoadgenArgs {
     /// Project name every request uses.
     #[arg(long, default_value = "locklab-demo", value_name = "NAME")]
     pub project: String,
+    /// How long to wait for webui to answer before giving up.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -812,12 +815,12 @@ fn cmd_loadgen(a: &LoadgenArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
         ]
     };
     let agent = http::agent(Duration::from_secs(2));
-    http::wait_healthy(
+    http::wait_healthy_verbose(
         &agent,
         &http::join(&spec.target, "/healthz"),
-        Duration::from_secs(60),
-    )
-    .context("webui is not answering")?;
+        a.connect_timeout,
+        "webui",
+    )?;
     eprintln!(
         "loadgen: {} clients × NUM {} against {} for {}",
         spec.clients,

@@ -89,7 +89,8 @@ pub enum DbTarget {
 }
 
 impl DbTarget {
-    /// Parses `DATABASE_URL`: a path, `sqlite://path` or `sqlite:path`.
+    /// Parses `DATABASE_URL`: a path, or an `sqlite:` URL in dj-database-url's
+    /// forms (`sqlite:////abs/path`, `sqlite:///rel/path`).
     /// `postgres://` and `mysql://` are recognised and refused with a clear message.
     pub fn parse(url: &str) -> Result<DbTarget, String> {
         let url = url.trim();
@@ -107,10 +108,17 @@ impl DbTarget {
                  version of locklab yet; use an SQLite file path"
             ));
         }
+        // dj-database-url's forms: `sqlite:////abs/path` (absolute: the
+        // fourth slash is the path's), `sqlite:///rel/path` (relative), and
+        // the shorter `sqlite://path` and `sqlite:path`.
         let path = url
-            .strip_prefix("sqlite://")
+            .strip_prefix("sqlite:///")
+            .or_else(|| url.strip_prefix("sqlite://"))
             .or_else(|| url.strip_prefix("sqlite:"))
             .unwrap_or(url);
+        if path.is_empty() {
+            return Err(format!("{url}: the URL names no file"));
+        }
         if path == ":memory:" || path.starts_with("file:") {
             return Err(format!(
                 "{url}: give a plain file path; the lab needs a real file that several processes share"
@@ -1346,6 +1354,23 @@ pub fn build_pool(target: &DbTarget, policy: Policy, max_size: u32) -> Result<Po
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_urls_in_dj_database_url_forms() {
+        let p = |u: &str| DbTarget::parse(u).map(|t| t.path().to_path_buf());
+        assert_eq!(
+            p("sqlite:////srv/app/db.sqlite3"),
+            Ok(PathBuf::from("/srv/app/db.sqlite3"))
+        );
+        assert_eq!(p("sqlite:///db.sqlite3"), Ok(PathBuf::from("db.sqlite3")));
+        assert_eq!(p("sqlite://db.sqlite3"), Ok(PathBuf::from("db.sqlite3")));
+        assert_eq!(p("sqlite:db.sqlite3"), Ok(PathBuf::from("db.sqlite3")));
+        assert_eq!(p("/tmp/x.sqlite3"), Ok(PathBuf::from("/tmp/x.sqlite3")));
+        assert!(p("sqlite:///").is_err());
+        assert!(p("sqlite://:memory:").is_err());
+        let uri = DbTarget::parse("sqlite:////srv/app/db.sqlite3").map(|t| t.uri(false));
+        assert_eq!(uri.as_deref(), Ok("file:/srv/app/db.sqlite3?mode=rw"));
+    }
 
     /// The handler follows sqliteDefaultBusyCallback: the nominal delays never
     /// sum past the timeout, the last one is cut to fit, then it gives up.

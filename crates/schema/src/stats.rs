@@ -71,6 +71,9 @@ impl OpCounters {
 pub struct Stats {
     name: String,
     started: Mutex<(Instant, Duration)>,
+    /// The load window: its start (instant, process lock wait, rows
+    /// committed) and, once the drain began, its end.
+    window: Mutex<Window>,
     ops: Mutex<BTreeMap<&'static str, OpCounters>>,
     lock_wait_us: AtomicU64,
     stalls: Mutex<Stalls>,
@@ -87,6 +90,19 @@ pub enum Outcome {
 
 /// The most stalls a report lists (`stalls_total` counts them all).
 pub const STALLS_LISTED: usize = 50;
+
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    at: Instant,
+    lock_wait: Duration,
+    rows: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Mark,
+    end: Option<Mark>,
+}
 
 /// An operation that stalled: it retried at least three times with one class
 /// inside one transaction, or ran longer than twice the busy timeout, or was
@@ -223,6 +239,14 @@ impl Stats {
         Stats {
             name: name.into(),
             started: Mutex::new((Instant::now(), crate::db::process_lock_wait())),
+            window: Mutex::new(Window {
+                start: Mark {
+                    at: Instant::now(),
+                    lock_wait: crate::db::process_lock_wait(),
+                    rows: 0,
+                },
+                end: None,
+            }),
             ops: Mutex::new(BTreeMap::new()),
             lock_wait_us: AtomicU64::new(0),
             stalls: Mutex::new(Stalls {
@@ -253,11 +277,49 @@ impl Stats {
         f(ops.entry(op).or_insert_with(OpCounters::new))
     }
 
-    /// Restarts the clock that `duration_s`, `rows_per_s` and `lock_wait_share`
-    /// are measured against (at the start of the load phase).
+    /// Restarts the clock that `duration_s` is measured against (when the
+    /// daemon starts serving), and the load window with it.
     pub fn restart_clock(&self) {
         *self.started.lock().unwrap_or_else(|p| p.into_inner()) =
             (Instant::now(), crate::db::process_lock_wait());
+        self.mark_load_start();
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            at: Instant::now(),
+            lock_wait: crate::db::process_lock_wait(),
+            rows: self.rows_total(),
+        }
+    }
+
+    fn rows_total(&self) -> u64 {
+        self.ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|c| c.rows_committed)
+            .sum()
+    }
+
+    /// The load begins (`POST /load-start`): `rows_per_s` and
+    /// `lock_wait_share` are measured from here.
+    pub fn mark_load_start(&self) {
+        let mark = self.mark();
+        *self.window.lock().unwrap_or_else(|p| p.into_inner()) = Window {
+            start: mark,
+            end: None,
+        };
+    }
+
+    /// The load ended (the drain began): the window closes here, the first
+    /// time only.
+    pub fn mark_load_end(&self) {
+        let mark = self.mark();
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.end.is_none() {
+            w.end = Some(mark);
+        }
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -266,13 +328,6 @@ impl Stats {
             .unwrap_or_else(|p| p.into_inner())
             .0
             .elapsed()
-    }
-
-    /// Wall time since the clock started during which at least one connection
-    /// of this process waited for the write lock.
-    fn lock_wait(&self) -> Duration {
-        let base = self.started.lock().unwrap_or_else(|p| p.into_inner()).1;
-        crate::db::process_lock_wait().saturating_sub(base)
     }
 
     pub fn op_started(&self, op: &'static str, id: u64) {
@@ -465,8 +520,29 @@ impl Stats {
                 },
             );
         }
-        report.rows_per_s = report.rows_committed as f64 / elapsed;
-        report.lock_wait_share = (self.lock_wait().as_secs_f64() / elapsed).min(1.0);
+        // Rates over the load window: from the load's start to the drain (or
+        // to now, while the load runs). The drain is reported apart.
+        let w = *self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let end = w.end.unwrap_or(Mark {
+            at: Instant::now(),
+            lock_wait: crate::db::process_lock_wait(),
+            rows: report.rows_committed,
+        });
+        let load_s = end
+            .at
+            .saturating_duration_since(w.start.at)
+            .as_secs_f64()
+            .max(1e-9);
+        report.load_s = load_s;
+        report.drain_s = w.end.map(|e| e.at.elapsed().as_secs_f64()).unwrap_or(0.0);
+        report.rows_in_load = end.rows.saturating_sub(w.start.rows);
+        report.rows_per_s = report.rows_in_load as f64 / load_s;
+        report.lock_wait_share = (end
+            .lock_wait
+            .saturating_sub(w.start.lock_wait)
+            .as_secs_f64()
+            / load_s)
+            .min(1.0);
         report.lock_wait_total_s = self.lock_wait_us.load(Ordering::Relaxed) as f64 / 1e6;
         report.latency_ms = Latency::of(&all);
         report.aborted = report.rolled_back;
@@ -637,7 +713,10 @@ pub struct ProcessReport {
     /// Failed attempts by class; every class is present.
     pub failed: BTreeMap<String, u64>,
     pub rows_committed: u64,
+    /// Rows committed per second of the load window (`rows_in_load / load_s`).
     pub rows_per_s: f64,
+    /// Share of the load window in which the process waited in the busy
+    /// handler.
     pub lock_wait_share: f64,
     pub latency_ms: Latency,
     pub by_op: BTreeMap<String, OpReport>,
@@ -660,6 +739,17 @@ pub struct ProcessReport {
     /// Every stall, listed or not.
     #[serde(default)]
     pub stalls_total: u64,
+    /// The load window `rows_per_s` and `lock_wait_share` are measured over:
+    /// from the load's start to the drain (added field).
+    #[serde(default)]
+    pub load_s: f64,
+    /// Seconds since the drain began (0 while the load runs; added field).
+    #[serde(default)]
+    pub drain_s: f64,
+    /// Rows committed inside the load window (`rows_per_s` = this / `load_s`;
+    /// `rows_committed` counts the whole life; added field).
+    #[serde(default)]
+    pub rows_in_load: u64,
 }
 
 impl ProcessReport {
