@@ -216,15 +216,16 @@ fn percent(d: Option<f64>) -> String {
         .unwrap_or_else(|| "n/a".to_string())
 }
 
-/// A foreign holder's name for the verdict and the timeline: `pid 4242
-/// python3 manage.py …`.
+/// A foreign holder's name for the verdict and the tables: its process name
+/// and its arguments (argv[0] is often a long interpreter path), e.g.
+/// `pid 4242 python3 manage.py runserver`.
 pub fn foreign_label(h: &Holder, width: usize) -> String {
-    let what = if h.cmdline.is_empty() || h.cmdline.starts_with('[') {
-        h.name.clone()
-    } else {
-        shorten(&h.cmdline, width)
-    };
-    format!("pid {} {what}", h.pid)
+    match h.cmdline.split_once(' ') {
+        Some((_, args)) if !args.trim().is_empty() => {
+            format!("pid {} {} {}", h.pid, h.name, shorten(args.trim(), width))
+        }
+        _ => format!("pid {} {}", h.pid, h.name),
+    }
 }
 
 /// The verdict's witness lines: the agreement per daemon, each disagreement
