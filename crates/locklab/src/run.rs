@@ -372,8 +372,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
             .with_context(|| format!("draining {}", d.name))?;
     }
     let drain_start = Instant::now();
-    let mut watcher = LabConn::open(&target, Arc::new(Policy::default()), false)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut watcher = open_watcher(&target, opts.drain_timeout)?;
     let spinner = if tty {
         let s = ProgressBar::new_spinner();
         s.enable_steady_tick(Duration::from_millis(200));
@@ -531,6 +530,24 @@ pub fn strict_failure(r: &Report) -> Option<String> {
     Some(format!(
         "--strict: {gave_up} operations gave up, {violations} check violations"
     ))
+}
+
+/// Opens the drain's read-only watcher connection. Opening reads the schema,
+/// which needs a SHARED lock; under a per-event autocommit ingester the write
+/// lock is held nearly all the time (the witness measured 95%), so one open
+/// can be starved past the busy timeout. It is retried until the drain
+/// timeout instead of failing the whole run.
+fn open_watcher(target: &DbTarget, within: Duration) -> anyhow::Result<LabConn> {
+    let deadline = Instant::now() + within;
+    loop {
+        match LabConn::open(target, Arc::new(Policy::default()), false) {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("locklab: opening the drain watcher: {e}; retrying");
+            }
+            Err(e) => return Err(anyhow::anyhow!("{e}")),
+        }
+    }
 }
 
 /// The witness's sampling interval during a run.
