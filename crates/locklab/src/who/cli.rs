@@ -26,12 +26,12 @@ pub struct WhoArgs {
     /// (Django: DATABASES['default']['NAME']).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
-    /// Time between two samples of the locks (e.g. 1ms, 500us, 10ms). Holds
-    /// shorter than this are counted, not timed.
-    #[arg(long, default_value = "1ms", value_name = "DURATION")]
-    pub interval: String,
+    /// Time between two samples of the locks (e.g. 1ms, 500us, 10ms; default
+    /// 1ms). Holds shorter than this are counted, not timed.
+    #[arg(long, env = "LAB_WHO_INTERVAL", value_name = "DURATION")]
+    pub interval: Option<String>,
     /// Stop after this long (default: sample until Ctrl-C).
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, env = "LAB_WHO_DURATION", value_name = "DURATION")]
     pub duration: Option<String>,
     /// Print the final result as one JSON document on stdout (the live lines
     /// then go to stderr).
@@ -193,10 +193,13 @@ pub fn render(r: &WhoReport) -> String {
 
 /// Runs `locklab who`.
 pub fn run(a: &WhoArgs, interrupted: &AtomicBool) -> anyhow::Result<ExitCode> {
-    let interval = parse_duration(&a.interval).map_err(|m| anyhow::anyhow!("--interval: {m}"))?;
-    let duration = a
-        .duration
-        .as_deref()
+    // an empty variable counts as unset, as everywhere in locklab
+    fn set(v: &Option<String>) -> Option<&str> {
+        v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+    }
+    let interval = parse_duration(set(&a.interval).unwrap_or("1ms"))
+        .map_err(|m| anyhow::anyhow!("--interval: {m}"))?;
+    let duration = set(&a.duration)
         .map(parse_duration)
         .transpose()
         .map_err(|m| anyhow::anyhow!("--duration: {m}"))?;
