@@ -544,6 +544,7 @@ fn open_watcher(target: &DbTarget, within: Duration) -> anyhow::Result<LabConn> 
             Ok(c) => return Ok(c),
             Err(e) if Instant::now() < deadline => {
                 eprintln!("locklab: opening the drain watcher: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(250));
             }
             Err(e) => return Err(anyhow::anyhow!("{e}")),
         }
