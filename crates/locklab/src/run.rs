@@ -562,6 +562,7 @@ fn start_witness(db: &Path, opts: &RunOptions) -> Option<who::Sampler> {
     }
     let options = who::SamplerOptions {
         interval: WITNESS_INTERVAL,
+        probe: who::ProbeMode::Getlk,
         live: None,
     };
     match who::Sampler::start(db, options) {

@@ -19,6 +19,7 @@ use schema::settings::parse_duration;
 
 use super::procinfo::shorten;
 use super::sampler::{LiveEvent, Party, Sampler, SamplerOptions, WhoReport};
+use super::watch::ProbeMode;
 
 #[derive(Debug, Args)]
 pub struct WhoArgs {
@@ -30,6 +31,13 @@ pub struct WhoArgs {
     /// 1ms). Holds shorter than this are counted, not timed.
     #[arg(long, env = "LAB_WHO_INTERVAL", value_name = "DURATION")]
     pub interval: Option<String>,
+    /// How to sample: getlk (default: fcntl F_GETLK on the file and its -shm;
+    /// sees the writer, costs the other processes nothing) or proc (also
+    /// /proc/locks: readers and blocked waiters too, but each read takes the
+    /// kernel's global file-lock semaphore, stalling every fcntl lock call on
+    /// the machine for that moment).
+    #[arg(long, env = "LAB_WHO_PROBE", value_name = "getlk|proc")]
+    pub probe: Option<String>,
     /// Stop after this long (default: sample until Ctrl-C).
     #[arg(long, env = "LAB_WHO_DURATION", value_name = "DURATION")]
     pub duration: Option<String>,
@@ -52,10 +60,14 @@ pub fn fmt_secs(s: f64) -> String {
 }
 
 fn who(p: &Party) -> String {
-    match p.mode {
+    let mut s = match p.mode {
         Some(m) => format!("pid {} {} {m}", p.pid, p.name),
         None => format!("pid {} {}", p.pid, p.name),
+    };
+    if let Some(c) = &p.command {
+        s.push_str(&format!(" [{c}]"));
     }
+    s
 }
 
 /// One live line, `t0_us` being the start of sampling.
@@ -95,11 +107,11 @@ pub fn live_line(e: &LiveEvent, t0_us: i64) -> String {
                     .zip(ended_names)
                     .map(|(h, name)| {
                         let how_long = if h.timed() {
-                            fmt_secs(h.held_us() as f64 / 1e6)
+                            format!("for {}", fmt_secs(h.held_us() as f64 / 1e6))
                         } else {
-                            "seen once, not timed".to_string()
+                            "seen once (not timed)".to_string()
                         };
-                        format!("pid {} {name} {} for {how_long}", h.pid, h.modes())
+                        format!("pid {} {name} {} {how_long}", h.pid, h.modes())
                     })
                     .collect();
                 line.push_str(&format!("  · before: {}", was.join(", ")));
@@ -203,11 +215,14 @@ pub fn run(a: &WhoArgs, interrupted: &AtomicBool) -> anyhow::Result<ExitCode> {
         .map(parse_duration)
         .transpose()
         .map_err(|m| anyhow::anyhow!("--duration: {m}"))?;
+    let probe = ProbeMode::parse(set(&a.probe).unwrap_or("getlk"))
+        .map_err(|m| anyhow::anyhow!("--probe: {m}"))?;
     let (tx, rx) = mpsc::channel();
     let sampler = Sampler::start(
         &a.file,
         SamplerOptions {
             interval,
+            probe,
             live: (!a.quiet).then_some(tx),
         },
     )?;

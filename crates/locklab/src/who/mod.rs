@@ -39,3 +39,4 @@ pub use decode::WriteMode;
 pub use sampler::{
     snapshot, Hold, HolderStats, LiveEvent, Party, Sampler, SamplerOptions, WhoReport,
 };
+pub use watch::ProbeMode;

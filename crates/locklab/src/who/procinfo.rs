@@ -73,6 +73,17 @@ pub fn cmdline_text(raw: &[u8]) -> String {
     shorten(&joined, CMDLINE_MAX)
 }
 
+/// A process as people name it: its name and its arguments, without argv[0]
+/// (often a long interpreter path): `python3 manage.py runserver`.
+pub fn short_command(name: &str, cmdline: &str, width: usize) -> String {
+    match cmdline.split_once(' ') {
+        Some((_, args)) if !args.trim().is_empty() => {
+            format!("{name} {}", shorten(args.trim(), width))
+        }
+        _ => name.to_string(),
+    }
+}
+
 /// `s` cut to `max` characters, with `…` when it was longer.
 pub fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {

@@ -1,7 +1,7 @@
 //! The sampling thread: a [`Watch`] sample every interval, holds tracked per
 //! PID, live events, and the final [`WhoReport`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -14,8 +14,8 @@ use schema::types::now_micros;
 use serde::{Deserialize, Serialize};
 
 use super::decode::WriteMode;
-use super::procinfo::{proc_info, ProcInfo};
-use super::watch::{Sample, Watch};
+use super::procinfo::{proc_info, short_command, ProcInfo};
+use super::watch::{ProbeMode, Sample, Watch};
 
 /// The shortest interval accepted: below it the sampler only burns CPU.
 pub const MIN_INTERVAL: Duration = Duration::from_micros(100);
@@ -99,7 +99,7 @@ pub struct WhoReport {
     pub max_gap_us: u64,
     /// CPU time of the sampling thread over its wall time.
     pub cpu_share: f64,
-    /// `/proc/locks + F_GETLK`, or `F_GETLK` alone.
+    /// `F_GETLK`, or `/proc/locks + F_GETLK`.
     pub source: String,
     /// What the figures can and cannot tell, in one sentence.
     pub resolution: String,
@@ -129,6 +129,9 @@ pub struct Party {
     pub pid: i32,
     pub name: String,
     pub mode: Option<WriteMode>,
+    /// Its name and arguments, the first time this PID shows in an event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 /// Live events, in the order they happened.
@@ -245,6 +248,7 @@ fn thread_cpu() -> Duration {
 #[derive(Debug, Clone)]
 pub struct SamplerOptions {
     pub interval: Duration,
+    pub probe: ProbeMode,
     /// Where live events go, if anywhere.
     pub live: Option<Sender<LiveEvent>>,
 }
@@ -265,7 +269,7 @@ impl Sampler {
                 MIN_INTERVAL.as_micros()
             );
         }
-        let watch = Watch::open(path)?;
+        let watch = Watch::open(path, opts.probe)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -286,8 +290,8 @@ impl Sampler {
 }
 
 /// One sample of `path`, for a quick look and for tests.
-pub fn snapshot(path: &Path) -> anyhow::Result<(Sample, Vec<String>)> {
-    let mut w = Watch::open(path)?;
+pub fn snapshot(path: &Path, probe: ProbeMode) -> anyhow::Result<(Sample, Vec<String>)> {
+    let mut w = Watch::open(path, probe)?;
     let s = w.sample();
     Ok((s, w.warnings))
 }
@@ -298,15 +302,28 @@ fn send(live: &Option<Sender<LiveEvent>>, e: LiveEvent) {
     }
 }
 
-fn party(infos: &mut HashMap<i32, ProcInfo>, pid: i32, mode: Option<WriteMode>) -> Party {
-    Party {
-        pid,
-        name: infos
-            .entry(pid)
-            .or_insert_with(|| proc_info(pid))
-            .name
-            .clone(),
-        mode,
+/// What the sampler knows of the PIDs it met, and which it has introduced in
+/// a live event already.
+#[derive(Debug, Default)]
+struct Known {
+    infos: HashMap<i32, ProcInfo>,
+    introduced: HashSet<i32>,
+}
+
+impl Known {
+    fn info(&mut self, pid: i32) -> &ProcInfo {
+        self.infos.entry(pid).or_insert_with(|| proc_info(pid))
+    }
+
+    fn party(&mut self, pid: i32, mode: Option<WriteMode>) -> Party {
+        let first = self.introduced.insert(pid);
+        let info = self.info(pid);
+        Party {
+            pid,
+            name: info.name.clone(),
+            mode,
+            command: (first && pid > 0).then(|| short_command(&info.name, &info.cmdline, 80)),
+        }
     }
 }
 
@@ -316,13 +333,7 @@ fn sample_loop(mut watch: Watch, opts: SamplerOptions, stop: &AtomicBool) -> Who
     let anchor_us = now_micros();
     let wall =
         |t: Instant| anchor_us + i64::try_from(t.duration_since(anchor).as_micros()).unwrap_or(0);
-    let source = |w: &Watch| {
-        if w.warnings.iter().any(|m| m.contains("F_GETLK alone")) {
-            "F_GETLK alone"
-        } else {
-            "/proc/locks + F_GETLK"
-        }
-    };
+    let source = |w: &Watch| w.mode.as_str();
     send(
         &opts.live,
         LiveEvent::Started {
@@ -333,7 +344,7 @@ fn sample_loop(mut watch: Watch, opts: SamplerOptions, stop: &AtomicBool) -> Who
         },
     );
     let mut tracker = Tracker::default();
-    let mut infos: HashMap<i32, ProcInfo> = HashMap::new();
+    let mut known = Known::default();
     let mut samples = 0u64;
     let mut max_gap = Duration::ZERO;
     let mut last: Option<Instant> = None;
@@ -350,7 +361,7 @@ fn sample_loop(mut watch: Watch, opts: SamplerOptions, stop: &AtomicBool) -> Who
             if !ended.is_empty() {
                 let ended_names = ended
                     .iter()
-                    .map(|h| party(&mut infos, h.pid, None).name)
+                    .map(|h| known.info(h.pid).name.clone())
                     .collect();
                 send(
                     &opts.live,
@@ -374,7 +385,7 @@ fn sample_loop(mut watch: Watch, opts: SamplerOptions, stop: &AtomicBool) -> Who
         let (started, ended) = tracker.observe(t_us, &writers);
         for pid in &started {
             // read /proc/PID now, while the holder surely exists
-            infos.entry(*pid).or_insert_with(|| proc_info(*pid));
+            known.info(*pid);
         }
         while told < watch.warnings.len() {
             send(
@@ -387,7 +398,7 @@ fn sample_loop(mut watch: Watch, opts: SamplerOptions, stop: &AtomicBool) -> Who
             told += 1;
         }
         if opts.live.is_some() && (!started.is_empty() || !ended.is_empty()) {
-            event_for(&opts, &mut infos, t_us, &sample, &writers, ended);
+            event_for(&opts, &mut known, t_us, &sample, &writers, ended);
         }
         next += opts.interval;
         let now = Instant::now();
@@ -403,7 +414,7 @@ fn sample_loop(mut watch: Watch, opts: SamplerOptions, stop: &AtomicBool) -> Who
         &watch,
         &opts,
         tracker.holds,
-        &mut infos,
+        &mut known.infos,
         samples,
         (anchor_us, wall(end)),
         max_gap,
@@ -417,7 +428,7 @@ fn sample_loop(mut watch: Watch, opts: SamplerOptions, stop: &AtomicBool) -> Who
 
 fn event_for(
     opts: &SamplerOptions,
-    infos: &mut HashMap<i32, ProcInfo>,
+    known: &mut Known,
     t_us: i64,
     sample: &Sample,
     writers: &BTreeMap<i32, WriteMode>,
@@ -425,16 +436,16 @@ fn event_for(
 ) {
     let holders = writers
         .iter()
-        .map(|(pid, m)| party(infos, *pid, Some(*m)))
+        .map(|(pid, m)| known.party(*pid, Some(*m)))
         .collect();
     let waiting = sample
         .waiting()
         .into_iter()
-        .map(|pid| party(infos, pid, None))
+        .map(|pid| known.party(pid, None))
         .collect();
     let ended_names = ended
         .iter()
-        .map(|h| party(infos, h.pid, None).name)
+        .map(|h| known.info(h.pid).name.clone())
         .collect();
     send(
         &opts.live,

@@ -7,12 +7,44 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
 use super::decode::{
     add_line, getlk_write_mode, PidState, Which, WriteMode, PENDING_BYTE, SHARED_SIZE, SHM_WRITE,
 };
 use super::proclocks::{parse_line, LockLine, LockType};
 use super::target::{check_database, shm_path, FileId, Probe, ProcLocks, PROC_LOCKS};
+
+/// Where a sample comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeMode {
+    /// `fcntl(F_GETLK)` on the watched files only: per-file, takes no lock in
+    /// the kernel beyond the file's own; sees the writer, not the readers.
+    Getlk,
+    /// `/proc/locks` (every holder, readers and blocked waiters too), with
+    /// F_GETLK for holders it cannot show. Each read of `/proc/locks` takes the
+    /// kernel's global file-lock semaphore for writing, which stalls every
+    /// `fcntl` lock call on the machine meanwhile.
+    Proc,
+}
+
+impl ProbeMode {
+    pub fn parse(s: &str) -> Result<ProbeMode, String> {
+        match s.trim() {
+            "getlk" => Ok(ProbeMode::Getlk),
+            "proc" => Ok(ProbeMode::Proc),
+            other => Err(format!("unknown probe {other:?}: use getlk or proc")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeMode::Getlk => "F_GETLK",
+            ProbeMode::Proc => "/proc/locks + F_GETLK",
+        }
+    }
+}
 
 /// How often the files are looked up again (a `-shm` appears when the first
 /// WAL connection opens, and is deleted by the last one).
@@ -116,12 +148,13 @@ pub struct Watch {
     pub shm_seen: bool,
     /// Notes about the file itself (e.g. it is empty).
     pub notes: Vec<String>,
+    pub mode: ProbeMode,
 }
 
 impl Watch {
     /// Checks the file (exists, is SQLite: read from its header, never through
     /// SQLite) and opens the probes and `/proc/locks`.
-    pub fn open(path: &Path) -> anyhow::Result<Watch> {
+    pub fn open(path: &Path, mode: ProbeMode) -> anyhow::Result<Watch> {
         let note = check_database(path)?;
         let db = Watched::open(path, Which::Db)
             .with_context(|| format!("cannot open {} read-only", path.display()))?;
@@ -135,16 +168,23 @@ impl Watch {
             last_refresh: Instant::now(),
             shm_seen: false,
             notes: note.into_iter().collect(),
+            mode,
         };
-        match ProcLocks::open() {
-            Ok(p) => w.proc_locks = Some(p),
-            Err(e) => w.warn(
-                "no-proc-locks",
-                format!(
-                    "cannot read {PROC_LOCKS} ({e}): falling back to F_GETLK alone, which sees one \
-                     holder at a time and no readers; locklab who needs Linux with /proc mounted"
-                ),
-            ),
+        if mode == ProbeMode::Proc {
+            match ProcLocks::open() {
+                Ok(p) => w.proc_locks = Some(p),
+                Err(e) => {
+                    w.mode = ProbeMode::Getlk;
+                    w.warn(
+                        "no-proc-locks",
+                        format!(
+                            "cannot read {PROC_LOCKS} ({e}): falling back to F_GETLK alone, which \
+                             sees the writer but no readers; --probe proc needs Linux with /proc \
+                             mounted"
+                        ),
+                    )
+                }
+            }
         }
         w.open_shm();
         Ok(w)
@@ -225,6 +265,7 @@ impl Watch {
         }
         if let Some(e) = read_error {
             self.proc_locks = None;
+            self.mode = ProbeMode::Getlk;
             self.warn(
                 "proc-locks-failed",
                 format!("reading {PROC_LOCKS} failed ({e}): going on with F_GETLK alone"),
@@ -267,9 +308,9 @@ impl Watch {
                 "unseen-holder",
                 format!(
                     "a process this PID namespace cannot see holds the write lock on {}: F_GETLK \
-                     answers pid 0 and {PROC_LOCKS} does not list it. Run locklab who where that \
-                     process is visible: on the host, or in a container started with --pid host \
-                     (compose: pid: host); its holds are counted under pid 0 meanwhile",
+                     answers pid 0 (and {PROC_LOCKS} leaves such locks out). Run locklab who where \
+                     that process is visible: on the host, or in a container started with --pid \
+                     host (compose: pid: host); its holds are counted under pid 0 meanwhile",
                     self.db_path.display()
                 ),
             );

@@ -16,7 +16,7 @@ use schema::trace::read_trace;
 use serde::{Deserialize, Serialize};
 
 use super::cli::fmt_secs;
-use super::procinfo::shorten;
+use super::procinfo::short_command;
 use super::sampler::WhoReport;
 
 /// Above this relative difference between a daemon's own hold time and the
@@ -220,12 +220,11 @@ fn percent(d: Option<f64>) -> String {
 /// and its arguments (argv[0] is often a long interpreter path), e.g.
 /// `pid 4242 python3 manage.py runserver`.
 pub fn foreign_label(h: &Holder, width: usize) -> String {
-    match h.cmdline.split_once(' ') {
-        Some((_, args)) if !args.trim().is_empty() => {
-            format!("pid {} {} {}", h.pid, h.name, shorten(args.trim(), width))
-        }
-        _ => format!("pid {} {}", h.pid, h.name),
-    }
+    format!(
+        "pid {} {}",
+        h.pid,
+        short_command(&h.name, &h.cmdline, width)
+    )
 }
 
 /// The verdict's witness lines: the agreement per daemon, each disagreement

@@ -15,7 +15,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use daemon::testkit::{post_json, wait_for, TestLab};
-use locklab::who::{snapshot, LiveEvent, Sampler, SamplerOptions, WriteMode};
+use locklab::who::{snapshot, LiveEvent, ProbeMode, Sampler, SamplerOptions, WriteMode};
 use schema::settings::JournalMode;
 
 use crate::{locklab, serial, text, SMALL_LOAD};
@@ -113,9 +113,22 @@ fn python_db(dir: &Path, wal: bool) -> PathBuf {
     db
 }
 
-/// The writers one sample sees.
+const PROBES: [ProbeMode; 2] = [ProbeMode::Getlk, ProbeMode::Proc];
+
+/// The writers one sample sees through one probe.
+fn writers_by(db: &Path, probe: ProbeMode) -> BTreeMap<i32, WriteMode> {
+    snapshot(db, probe).unwrap().0.writers()
+}
+
+/// The writers one sample sees, the same through both probes (for a lock
+/// that stays put while both look).
 fn writers(db: &Path) -> BTreeMap<i32, WriteMode> {
-    snapshot(db).unwrap().0.writers()
+    let seen: Vec<_> = PROBES
+        .iter()
+        .map(|p| snapshot(db, *p).unwrap().0.writers())
+        .collect();
+    assert_eq!(seen[0], seen[1], "F_GETLK and /proc/locks disagree");
+    seen[0].clone()
 }
 
 #[test]
@@ -130,10 +143,11 @@ fn python_rollback_journal_reserved_then_exclusive() {
     let w = writers(&db);
     assert_eq!(w, BTreeMap::from([(py.pid(), WriteMode::Reserved)]));
 
-    // a reader beside the RESERVED writer is a reader, not a writer
+    // a reader beside the RESERVED writer is a reader, not a writer (only
+    // /proc/locks lists readers)
     reader.run("BEGIN");
     reader.run("SELECT * FROM t");
-    let (s, _) = snapshot(&db).unwrap();
+    let (s, _) = snapshot(&db, ProbeMode::Proc).unwrap();
     assert_eq!(
         s.writers(),
         BTreeMap::from([(py.pid(), WriteMode::Reserved)])
@@ -186,6 +200,12 @@ fn wait_event<T>(rx: &Receiver<LiveEvent>, mut pick: impl FnMut(&LiveEvent) -> O
 
 #[test]
 fn sampler_reports_holds_per_pid_with_live_changes() {
+    for probe in PROBES {
+        sampler_reports_holds(probe);
+    }
+}
+
+fn sampler_reports_holds(probe: ProbeMode) {
     let dir = tempfile::tempdir().unwrap();
     let db = python_db(dir.path(), false);
     let mut py = PyHolder::start(&db);
@@ -194,6 +214,7 @@ fn sampler_reports_holds_per_pid_with_live_changes() {
         &db,
         SamplerOptions {
             interval: Duration::from_millis(1),
+            probe,
             live: Some(tx),
         },
     )
@@ -232,7 +253,7 @@ fn sampler_reports_holds_per_pid_with_live_changes() {
     }
     assert!(r.samples > 0);
     assert!(r.cpu_share >= 0.0 && r.cpu_share < 1.0, "{}", r.cpu_share);
-    assert_eq!(r.source, "/proc/locks + F_GETLK");
+    assert_eq!(r.source, probe.as_str());
 }
 
 #[test]
@@ -270,13 +291,17 @@ fn cli_names_the_exclusive_holder_in_json_and_in_the_table() {
         "{stderr}"
     );
 
-    let out = locklab(&["who", &db_arg, "--duration", "200ms"], dir.path());
+    let out = locklab(
+        &["who", &db_arg, "--duration", "200ms", "--probe", "proc"],
+        dir.path(),
+    );
     let (stdout, _) = text(&out);
     assert!(out.status.success());
     assert!(stdout.contains("who held the write lock on"), "{stdout}");
     assert!(stdout.contains(&py.pid().to_string()), "{stdout}");
     assert!(stdout.contains("EXCLUSIVE 1"), "{stdout}");
     assert!(stdout.contains("resolution: sampled every 1ms"), "{stdout}");
+    assert!(stdout.contains("through /proc/locks + F_GETLK"), "{stdout}");
 }
 
 #[test]
@@ -296,6 +321,10 @@ fn cli_refuses_a_missing_file_and_a_file_that_is_not_sqlite() {
     assert!(stderr.contains("not an SQLite database"), "{stderr}");
     let out = locklab(&["who", ".", "--interval", "0s"], dir.path());
     assert!(!out.status.success());
+    let out = locklab(&["who", "notes.txt", "--probe", "lsof"], dir.path());
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("use getlk or proc"), "{stderr}");
 }
 
 /// Run in a PID namespace of its own (`unshare`, unprivileged through a user
@@ -308,29 +337,31 @@ fn a_holder_in_another_pid_namespace_is_counted_as_unseen_and_explained() {
     let mut py = PyHolder::start(&db);
     py.run("BEGIN EXCLUSIVE");
     let bin = daemon::testkit::binary_path("locklab").unwrap();
-    let out = Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-        ])
-        .arg(bin)
-        .args(["who", "--duration", "200ms", "--json"])
-        .arg(&db)
-        .output()
-        .expect("unshare (util-linux) is needed by this test");
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "unshare or locklab failed: {stderr}");
-    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let holders = r["holders"].as_array().unwrap();
-    assert_eq!(holders.len(), 1, "{stdout}");
-    assert_eq!(holders[0]["pid"], 0);
-    assert_eq!(holders[0]["modes"]["EXCLUSIVE"], 1);
-    let warnings = r["warnings"].to_string();
-    assert!(warnings.contains("F_GETLK answers pid 0"), "{warnings}");
-    assert!(warnings.contains("pid: host"), "{warnings}");
+    for probe in ["getlk", "proc"] {
+        let out = Command::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+            ])
+            .arg(&bin)
+            .args(["who", "--duration", "200ms", "--json", "--probe", probe])
+            .arg(&db)
+            .output()
+            .expect("unshare (util-linux) is needed by this test");
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "unshare or locklab failed: {stderr}");
+        let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let holders = r["holders"].as_array().unwrap();
+        assert_eq!(holders.len(), 1, "{probe}: {stdout}");
+        assert_eq!(holders[0]["pid"], 0, "{probe}");
+        assert_eq!(holders[0]["modes"]["EXCLUSIVE"], 1, "{probe}");
+        let warnings = r["warnings"].to_string();
+        assert!(warnings.contains("F_GETLK answers pid 0"), "{warnings}");
+        assert!(warnings.contains("pid: host"), "{warnings}");
+    }
 }
 
 /// A lab daemon in a write transaction (webui, ATOMIC_REQUESTS with 3 s of
@@ -355,13 +386,18 @@ fn a_lab_daemon_in_a_write_transaction_is_named_with_its_mode() {
             post_json(&url, &serde_json::json!({"project": "p", "count": 1})).unwrap()
         });
         let pid = webui.pid();
-        let mode = wait_for(
+        wait_for(
             "webui to hold the write lock",
             Duration::from_secs(30),
-            || writers(&lab.db).get(&pid).copied(),
+            || writers_by(&lab.db, ProbeMode::Getlk).get(&pid).copied(),
         )
         .unwrap();
-        assert_eq!(mode, expected, "{journal:?}");
+        // it holds it for the 3 s of app work: both probes see it now
+        assert_eq!(
+            writers(&lab.db),
+            BTreeMap::from([(pid, expected)]),
+            "{journal:?}"
+        );
         let answer = post.join().unwrap();
         assert_eq!(answer.status, 201, "{}", answer.body);
         assert!(writers(&lab.db).is_empty(), "the commit released it");
@@ -419,7 +455,8 @@ fn run_names_a_foreign_holder_in_report_verdict_and_timeline() {
     // hold it until this test's own sampling has seen it, then a little
     // longer so that the run's 1 ms witness sees it too
     wait_for("the foreign hold to show", Duration::from_secs(10), || {
-        (writers(&db).get(&py.pid()) == Some(&WriteMode::Exclusive)).then_some(())
+        (writers_by(&db, ProbeMode::Getlk).get(&py.pid()) == Some(&WriteMode::Exclusive))
+            .then_some(())
     })
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
