@@ -170,6 +170,10 @@ pub struct RunArgs {
     /// `holders` in report.json; for measuring the sampler's own cost).
     #[arg(long)]
     pub no_who: bool,
+    /// How the run's `locklab who` samples: getlk (default) or proc (see
+    /// `locklab who --help`).
+    #[arg(long, env = "LAB_WHO_PROBE", value_name = "getlk|proc")]
+    pub who_probe: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -443,7 +447,7 @@ fn run_options(
         environments,
         journal_mode: knobs.journal_mode.value,
         request_timeout: load_shape.request_timeout,
-        who: true,
+        who: Some(who::ProbeMode::Getlk),
     })
 }
 
@@ -527,7 +531,11 @@ fn cmd_run(a: &RunArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
     let mut opts = run_options(m, &a.load, a.out.clone(), None, Duration::from_secs(30))?;
     opts.database = a.database_url.clone();
     opts.reuse = a.reuse;
-    opts.who = !a.no_who;
+    opts.who = match a.who_probe.as_deref().map(str::trim) {
+        _ if a.no_who => None,
+        None | Some("") => Some(who::ProbeMode::Getlk),
+        Some(p) => Some(who::ProbeMode::parse(p).map_err(|m| anyhow::anyhow!("--who-probe: {m}"))?),
+    };
     let report = run::run_lab(&opts, &interrupt_flag())?;
     Ok(finish_run(&report, &a.out, a.strict))
 }

@@ -50,8 +50,9 @@ pub struct RunOptions {
     pub environments: Vec<(String, u32)>,
     pub journal_mode: schema::settings::JournalMode,
     pub request_timeout: Duration,
-    /// Sample the file's locks with `locklab who` for the whole run.
-    pub who: bool,
+    /// Sample the file's locks with `locklab who` for the whole run, with
+    /// this probe (None: not at all).
+    pub who: Option<who::ProbeMode>,
 }
 
 /// Where the daemon binaries are: next to this executable.
@@ -557,12 +558,10 @@ pub const WITNESS_INTERVAL: Duration = Duration::from_millis(1);
 /// Starts `locklab who` on the run's database, the independent witness of
 /// who held the write lock. A run goes on without it if it cannot start.
 fn start_witness(db: &Path, opts: &RunOptions) -> Option<who::Sampler> {
-    if !opts.who {
-        return None;
-    }
+    let probe = opts.who?;
     let options = who::SamplerOptions {
         interval: WITNESS_INTERVAL,
-        probe: who::ProbeMode::Getlk,
+        probe,
         live: None,
     };
     match who::Sampler::start(db, options) {
