@@ -66,6 +66,11 @@ pub struct Holder {
     /// The two differ by more than [`DISAGREEMENT_LIMIT`].
     #[serde(default)]
     pub flagged: bool,
+    /// The sampling error to expect on `total_s`: about two standard
+    /// deviations, 2 × interval × √(trace attempts). A difference below it is
+    /// noise at this interval, whatever its percentage.
+    #[serde(default)]
+    pub resolution_s: Option<f64>,
 }
 
 /// How the witness sampled.
@@ -143,6 +148,7 @@ pub fn holders(
             trace_count: None,
             disagreement: None,
             flagged: false,
+            resolution_s: None,
         })
         .collect();
     let mut names: Vec<(&i32, &String)> = daemons.iter().collect();
@@ -164,6 +170,7 @@ pub fn holders(
                 trace_count: None,
                 disagreement: None,
                 flagged: false,
+                resolution_s: None,
             });
         }
     }
@@ -177,6 +184,7 @@ pub fn holders(
         let (trace_s, trace_n) = traces.get(process).copied().unwrap_or((0.0, 0));
         r.trace_total_s = Some(trace_s);
         r.trace_count = Some(trace_n);
+        r.resolution_s = Some(2.0 * who.interval_us as f64 / 1e6 * (trace_n.max(1) as f64).sqrt());
         if trace_s > 0.0 {
             let d = (r.total_s - trace_s) / trace_s;
             r.disagreement = Some(d);
@@ -200,6 +208,27 @@ pub fn witness(who: &WhoReport) -> Witness {
         source: who.source.clone(),
         resolution: who.resolution.clone(),
         warnings: who.warnings.clone(),
+    }
+}
+
+/// Whether a flagged difference is beyond the sampling error, in words.
+fn resolution_clause(h: &Holder) -> String {
+    let diff = (h.total_s - h.trace_total_s.unwrap_or(0.0)).abs();
+    match h.resolution_s {
+        Some(r) if diff <= r => format!(
+            "the difference, {}, is within the sampling error (about ±{} for {} holds at this \
+             interval), so it is noise, not a disagreement the lab can claim",
+            fmt_secs(diff),
+            fmt_secs(r),
+            h.trace_count.unwrap_or(0)
+        ),
+        Some(r) => format!(
+            "the difference, {}, is beyond the sampling error (about ±{}): the trace and the OS \
+             do not see the same hold time",
+            fmt_secs(diff),
+            fmt_secs(r)
+        ),
+        None => String::new(),
     }
 }
 
@@ -262,7 +291,7 @@ pub fn verdict_lines(holders: &[Holder], w: Option<&Witness>, busy_timeout_ms: u
     for h in daemons.iter().filter(|h| h.flagged) {
         lines.push(format!(
             "witness: {}: its trace and the OS disagree by more than {:.0}%: trace {} over {} \
-             attempts, OS {} over {} holds ({} untimed){}.",
+             attempts, OS {} over {} holds ({} untimed); {}.",
             h.process.as_deref().unwrap_or(&h.name),
             DISAGREEMENT_LIMIT * 100.0,
             fmt_secs(h.trace_total_s.unwrap_or(0.0)),
@@ -270,12 +299,7 @@ pub fn verdict_lines(holders: &[Holder], w: Option<&Witness>, busy_timeout_ms: u
             fmt_secs(h.total_s),
             h.count,
             h.untimed,
-            if h.count > 0 && h.untimed * 2 > h.count {
-                "; most holds were shorter than the sampling gap, so the OS figure is a coarse \
-                 estimate"
-            } else {
-                ""
-            }
+            resolution_clause(h)
         ));
     }
     for h in holders.iter().filter(|h| h.process.is_none()) {
@@ -339,7 +363,14 @@ pub fn holders_table(holders: &[Holder]) -> comfy_table::Table {
             right(h.trace_total_s.map(fmt_secs).unwrap_or_default()),
             right(match (h.trace_total_s, h.flagged) {
                 (None, _) => String::new(),
-                (Some(_), true) => format!("{} ⚠", percent(h.disagreement)),
+                (Some(t), true) => {
+                    let noise = h.resolution_s.is_some_and(|r| (h.total_s - t).abs() <= r);
+                    if noise {
+                        format!("{} (noise)", percent(h.disagreement))
+                    } else {
+                        format!("{} ⚠", percent(h.disagreement))
+                    }
+                }
                 (Some(_), false) => percent(h.disagreement),
             }),
         ]);
