@@ -66,11 +66,20 @@ pub fn proc_info(pid: i32) -> ProcInfo {
     }
 }
 
-/// NULs to spaces, trailing NULs dropped, cut to [`CMDLINE_MAX`] characters.
+/// NULs between arguments, and control characters inside them (a
+/// `python3 -c` script's newlines), to single spaces; cut to [`CMDLINE_MAX`]
+/// characters.
 pub fn cmdline_text(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
-    let joined = text.trim_end_matches('\0').replace('\0', " ");
-    shorten(&joined, CMDLINE_MAX)
+    let spaced: String = text
+        .trim_end_matches('\0')
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    shorten(
+        &spaced.split_whitespace().collect::<Vec<_>>().join(" "),
+        CMDLINE_MAX,
+    )
 }
 
 /// A process as people name it: its name and its arguments, without argv[0]

@@ -725,6 +725,18 @@ mod parse {
                 cmdline_text(b"python3\0manage.py\0runserver\0"),
                 "python3 manage.py runserver"
             );
+            assert_eq!(
+                cmdline_text(b"python3\0-c\0\nimport sqlite3\n\tc = 1\n\0db.sqlite3\0"),
+                "python3 -c import sqlite3 c = 1 db.sqlite3"
+            );
+            assert_eq!(
+                short_command("python3", "/usr/bin/python3 manage.py runserver", 40),
+                "python3 manage.py runserver"
+            );
+            assert_eq!(
+                short_command("kworker/0:1", "[kworker/0:1]", 40),
+                "kworker/0:1"
+            );
             let long = "x".repeat(CMDLINE_MAX + 10);
             let short = cmdline_text(long.as_bytes());
             assert_eq!(short.chars().count(), CMDLINE_MAX);
