@@ -403,7 +403,14 @@ fn sample_loop(mut watch: Watch, opts: SamplerOptions, stop: &AtomicBool) -> Who
         next += opts.interval;
         let now = Instant::now();
         if next > now {
-            std::thread::sleep(next - now);
+            // in slices, so that stop() never waits for a long interval
+            while !stop.load(Ordering::Relaxed) {
+                let left = next.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(50)));
+            }
         } else {
             // behind schedule: do not burst to catch up
             next = now;
