@@ -13,6 +13,7 @@ pub mod matrix;
 pub mod report;
 pub mod run;
 pub mod timeline;
+pub mod who;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -73,6 +74,8 @@ pub enum Command {
     Loadgen(LoadgenArgs),
     /// Exit 0 if URL answers HTTP 200 (container healthchecks).
     Probe(ProbeArgs),
+    /// Show which process holds an SQLite file's lock, live, for any program.
+    Who(who::cli::WhoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +166,14 @@ pub struct RunArgs {
     /// Exit 1 on any given-up operation or check violation (for CI).
     #[arg(long)]
     pub strict: bool,
+    /// Do not sample the file's locks with `locklab who` during the run (no
+    /// `holders` in report.json; for measuring the sampler's own cost).
+    #[arg(long)]
+    pub no_who: bool,
+    /// How the run's `locklab who` samples: getlk (default) or proc (see
+    /// `locklab who --help`).
+    #[arg(long, env = "LAB_WHO_PROBE", value_name = "getlk|proc")]
+    pub who_probe: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -443,6 +454,7 @@ fn run_options(
         environments,
         journal_mode: knobs.journal_mode.value,
         request_timeout: load_shape.request_timeout,
+        who: Some(who::ProbeMode::Getlk),
     })
 }
 
@@ -470,6 +482,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Timeline(a) => cmd_timeline(&a),
         Command::Loadgen(a) => cmd_loadgen(&a, sub),
         Command::Probe(a) => cmd_probe(&a),
+        Command::Who(a) => run_who(&a),
     }
 }
 
@@ -525,6 +538,11 @@ fn cmd_run(a: &RunArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
     let mut opts = run_options(m, &a.load, a.out.clone(), None, Duration::from_secs(30))?;
     opts.database = a.database_url.clone();
     opts.reuse = a.reuse;
+    opts.who = match a.who_probe.as_deref().map(str::trim) {
+        _ if a.no_who => None,
+        None | Some("") => Some(who::ProbeMode::Getlk),
+        Some(p) => Some(who::ProbeMode::parse(p).map_err(|m| anyhow::anyhow!("--who-probe: {m}"))?),
+    };
     let report = run::run_lab(&opts, &interrupt_flag())?;
     Ok(finish_run(&report, &a.out, a.strict))
 }
@@ -777,7 +795,8 @@ fn cmd_timeline(a: &TimelineArgs) -> anyhow::Result<ExitCode> {
         (None, Some(d)) => d.join("timeline.svg"),
         (None, None) => PathBuf::from("timeline.svg"),
     };
-    let n = timeline::write(&traces, &out, "locklab · who held SQLite's write lock")?;
+    let os = a.dir.as_deref().map(run::os_lanes).unwrap_or_default();
+    let n = timeline::write_with_os(&traces, &os, &out, "locklab · who held SQLite's write lock")?;
     println!(
         "wrote {} ({n} transactions from {} trace(s))",
         out.display(),
@@ -867,6 +886,11 @@ fn cmd_loadgen(a: &LoadgenArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
     let _ = std::io::stderr().flush();
     println!("{}", report::process_table(&processes));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `locklab who FILE`: samples the file's locks until --duration or Ctrl-C.
+fn run_who(a: &who::cli::WhoArgs) -> anyhow::Result<ExitCode> {
+    who::cli::run(a, &interrupt_flag())
 }
 
 fn cmd_probe(a: &ProbeArgs) -> anyhow::Result<ExitCode> {

@@ -74,6 +74,13 @@ pub struct Report {
     /// they all hold).
     #[serde(default)]
     pub identity_violations: Vec<String>,
+    /// Who held the write lock as the OS saw it, per PID, beside each
+    /// daemon's own trace (added field; see `who::witness`).
+    #[serde(default)]
+    pub holders: Vec<crate::who::witness::Holder>,
+    /// How that witness sampled (added field; null when it did not run).
+    #[serde(default)]
+    pub witness: Option<crate::who::witness::Witness>,
 }
 
 impl Report {
@@ -550,6 +557,10 @@ pub fn render_text(r: &Report) -> String {
     }
     let _ = writeln!(out, "{}", loadgen_line(&r.loadgen));
     let _ = writeln!(out, "{}", check_line(&r.check));
+    out.push_str(&crate::who::witness::render_text(
+        &r.holders,
+        r.witness.as_ref(),
+    ));
     let _ = writeln!(out);
     let _ = writeln!(out, "verdict:");
     for line in &r.verdict {
@@ -615,10 +626,15 @@ pub fn render_markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{}\n\n{}\n\n## Verdict\n",
+        "\n{}\n\n{}\n",
         loadgen_line(&r.loadgen),
         check_line(&r.check)
     );
+    let witness = crate::who::witness::render_text(&r.holders, r.witness.as_ref());
+    if !witness.is_empty() {
+        let _ = writeln!(out, "```text\n{}```\n", witness);
+    }
+    let _ = writeln!(out, "## Verdict\n");
     for line in &r.verdict {
         let _ = writeln!(out, "- {line}");
     }

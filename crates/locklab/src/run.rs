@@ -3,6 +3,7 @@
 //! progress, the drain in DESIGN.md's order, the final stats, `check`, the
 //! table and verdict, and report.json, report.md and timeline.svg.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use crate::check;
 use crate::http;
 use crate::loadgen::{Load, LoadSpec};
 use crate::report::{self, Load as LoadInfo, Report, SCHEMA_VERSION};
+use crate::who::{self, witness};
 
 /// The daemon binaries locklab runs.
 pub const DAEMONS: [&str; 3] = ["webui", "runbuilds", "buildinfohelper"];
@@ -48,6 +50,9 @@ pub struct RunOptions {
     pub environments: Vec<(String, u32)>,
     pub journal_mode: schema::settings::JournalMode,
     pub request_timeout: Duration,
+    /// Sample the file's locks with `locklab who` for the whole run, with
+    /// this probe (None: not at all).
+    pub who: Option<who::ProbeMode>,
 }
 
 /// Where the daemon binaries are: next to this executable.
@@ -78,6 +83,7 @@ const OWN_FILES: &[&str] = &[
     "report.md",
     "timeline.svg",
     "loadgen.jsonl",
+    witness::WHO_FILE,
 ];
 
 /// Creates the out folder (or checks it is writable) and removes the files a
@@ -316,6 +322,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         opts.num,
         schema::settings::fmt_duration(opts.duration)
     );
+    let witness = start_witness(&db_path, opts);
 
     let mut daemons: Vec<Spawned> = Vec::new();
     let bin = |n: &str| {
@@ -379,6 +386,10 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         project: "locklab-demo".to_string(),
         log: Some(opts.out.join("loadgen.jsonl")),
     };
+    // The load window of every daemon's rates starts now.
+    for d in &daemons {
+        let _ = http::post_empty(&agent, &http::join(&d.url, "/load-start"));
+    }
     let load = Load::start(&spec)?;
     let tty = std::io::stderr().is_terminal();
     let bar = if tty {
@@ -484,6 +495,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     }
     let drain_s = drain_start.elapsed().as_secs_f64();
     let drain_end = now_micros();
+    let who_report = stop_witness(witness);
 
     // Then every daemon gets SIGTERM and writes its final stats.
     for d in &daemons {
@@ -538,6 +550,10 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         .map(|d| d.trace_out.clone())
         .filter(|p| p.exists())
         .collect();
+    let daemon_pids: HashMap<i32, String> = daemons
+        .iter()
+        .map(|d| (d.child.pid(), d.name.clone()))
+        .collect();
     drop(daemons);
 
     let log_lines = check::read_log(&opts.out.join("loadgen.jsonl"))?;
@@ -562,12 +578,15 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         verdict: Vec::new(),
         drain_s,
         identity_violations: Vec::new(),
+        holders: Vec::new(),
+        witness: None,
     };
     report.identity_violations = report.check_identities();
     for v in &report.identity_violations {
         eprintln!("locklab: counting identity violated: {v}");
     }
     report.verdict = report::verdict(&report);
+    attach_witness(&mut report, who_report, &daemon_pids, &traces, &opts.out)?;
     write_outputs(&opts.out, &report, &traces, &checked)?;
     Ok(report)
 }
@@ -602,8 +621,9 @@ pub fn write_outputs(
         }
     }
     std::fs::write(out.join("report.md"), md).context("writing report.md")?;
-    crate::timeline::write(
+    crate::timeline::write_with_os(
         traces,
+        &os_lanes(out),
         &out.join("timeline.svg"),
         &format!(
             "locklab · preset {} · who held SQLite's write lock",
@@ -624,4 +644,82 @@ pub fn strict_failure(r: &Report) -> Option<String> {
     Some(format!(
         "--strict: {gave_up} operations gave up, {violations} check violations, {identities} counting identities violated"
     ))
+}
+
+/// The witness's sampling interval during a run.
+pub const WITNESS_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Starts `locklab who` on the run's database, the independent witness of
+/// who held the write lock. A run goes on without it if it cannot start.
+fn start_witness(db: &Path, opts: &RunOptions) -> Option<who::Sampler> {
+    let probe = opts.who?;
+    let options = who::SamplerOptions {
+        interval: WITNESS_INTERVAL,
+        probe,
+        live: None,
+    };
+    match who::Sampler::start(db, options) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!(
+                "locklab: the lock witness (locklab who) did not start: {e:#}; the report will have no holders"
+            );
+            None
+        }
+    }
+}
+
+/// Stops the witness (after the drain, when locklab's own connection is
+/// closed: closing the sampler's descriptor would drop this process's POSIX
+/// locks on the file).
+fn stop_witness(s: Option<who::Sampler>) -> Option<who::WhoReport> {
+    match s?.stop() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("locklab: the lock witness failed: {e:#}");
+            None
+        }
+    }
+}
+
+/// Adds the witness to the report (holders beside the daemons' traces, the
+/// verdict's lines) and writes who.json for the timeline.
+fn attach_witness(
+    report: &mut Report,
+    who: Option<who::WhoReport>,
+    daemons: &HashMap<i32, String>,
+    traces: &[PathBuf],
+    out: &Path,
+) -> anyhow::Result<()> {
+    let Some(mut who) = who else {
+        return Ok(());
+    };
+    let mut names = daemons.clone();
+    names.insert(
+        i32::try_from(std::process::id()).unwrap_or(0),
+        witness::SELF_NAME.to_string(),
+    );
+    who.label(&names);
+    let totals = witness::trace_totals(traces, (who.started_us, who.ended_us))?;
+    report.holders = witness::holders(&who, daemons, &totals);
+    report.witness = Some(witness::witness(&who));
+    report.verdict.extend(witness::verdict_lines(
+        &report.holders,
+        report.witness.as_ref(),
+        report.settings.busy_timeout_ms,
+    ));
+    let json = serde_json::to_vec(&who).context("serialising who.json")?;
+    std::fs::write(out.join(witness::WHO_FILE), json).context("writing who.json")
+}
+
+/// The timeline's OS-observed lanes, from DIR/who.json if the run wrote one.
+pub fn os_lanes(dir: &Path) -> Vec<crate::timeline::OsLane> {
+    match witness::read_who(dir) {
+        Ok(Some(who)) => witness::timeline_lanes(&who),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            eprintln!("locklab: {e:#}; the timeline has no OS-observed lanes");
+            Vec::new()
+        }
+    }
 }

@@ -86,16 +86,62 @@ fn shade(mut doc: Document, cov: &[i64], y: f64, h: f64, color: &str, px_us: i64
     doc
 }
 
+/// A lane of write-lock holds as the OS saw them (`locklab who`): drawn under
+/// the lane of its lab process, or as a row of its own for a foreign holder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OsLane {
+    pub label: String,
+    /// The lab process whose trace lane it belongs under; None for a foreign
+    /// holder.
+    pub process: Option<String>,
+    /// The tooltip.
+    pub title: String,
+    /// Holds, wall-clock µs.
+    pub spans: Vec<(i64, i64)>,
+}
+
+/// A row of the timeline: a process's own trace, or OS-observed holds.
+enum Row<'a> {
+    Trace(&'a str, &'a [&'a TraceEvent]),
+    Os(&'a OsLane),
+}
+
 /// Builds the SVG from trace events of several processes.
 pub fn render(events: &[TraceEvent], title: &str) -> Document {
+    render_with_os(events, &[], title)
+}
+
+/// Builds the SVG from the traces and the OS-observed lanes: each daemon's
+/// OS lane right under its own trace, then a row per foreign holder.
+pub fn render_with_os(events: &[TraceEvent], os: &[OsLane], title: &str) -> Document {
     let mut lanes: BTreeMap<&str, Vec<&TraceEvent>> = BTreeMap::new();
     for e in events {
         lanes.entry(e.process.as_str()).or_default().push(e);
     }
-    let t0 = events.iter().map(|e| e.wait_start_us).min().unwrap_or(0);
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    for (process, evs) in &lanes {
+        rows.push(Row::Trace(process, evs));
+        for l in os.iter().filter(|l| l.process.as_deref() == Some(*process)) {
+            rows.push(Row::Os(l));
+        }
+    }
+    for l in os
+        .iter()
+        .filter(|l| l.process.as_deref().is_none_or(|p| !lanes.contains_key(p)))
+    {
+        rows.push(Row::Os(l));
+    }
+    let os_spans = || os.iter().flat_map(|l| l.spans.iter().copied());
+    let t0 = events
+        .iter()
+        .map(|e| e.wait_start_us)
+        .chain(os_spans().map(|(a, _)| a))
+        .min()
+        .unwrap_or(0);
     let t1 = events
         .iter()
         .map(|e| e.end_us)
+        .chain(os_spans().map(|(_, b)| b))
         .max()
         .unwrap_or(t0 + 1)
         .max(t0 + 1);
@@ -103,7 +149,7 @@ pub fn render(events: &[TraceEvent], title: &str) -> Document {
     let plot = WIDTH - LEFT - 20.0;
     let x = |t: i64| LEFT + (t - t0) as f64 / span_us * plot;
     let px_us = (span_us / plot).ceil() as i64;
-    let height = TOP + LANE * lanes.len() as f64 + 70.0;
+    let height = TOP + LANE * rows.len() as f64 + 70.0;
     let mut doc = Document::new()
         .set("viewBox", (0, 0, WIDTH, height))
         .set("width", WIDTH)
@@ -122,10 +168,18 @@ pub fn render(events: &[TraceEvent], title: &str) -> Document {
                 .set("y", 22)
                 .set("font-size", 15),
         );
-    for (i, (process, evs)) in lanes.iter().enumerate() {
+    let columns = plot.ceil() as usize + 1;
+    for (i, row) in rows.iter().enumerate() {
         let y = TOP + LANE * i as f64;
+        let (process, evs) = match row {
+            Row::Os(l) => {
+                doc = os_lane(doc, l, y, t0, px_us, columns);
+                continue;
+            }
+            Row::Trace(p, evs) => (*p, *evs),
+        };
         doc = doc.add(
-            Text::new(*process)
+            Text::new(process)
                 .set("x", 10)
                 .set("y", y + LANE / 2.0 + 4.0),
         );
@@ -141,7 +195,6 @@ pub fn render(events: &[TraceEvent], title: &str) -> Document {
         // waited for (pale) or held (solid) the write lock: thousands of
         // millisecond holds of several processes interleave inside one pixel,
         // and a merged bar would show them holding it at once.
-        let columns = plot.ceil() as usize + 1;
         let waits = coverage(
             evs.iter()
                 .map(|e| (e.wait_start_us, e.acquired_us.unwrap_or(e.end_us))),
@@ -176,12 +229,19 @@ pub fn render(events: &[TraceEvent], title: &str) -> Document {
             );
         }
     }
-    let legend_y = TOP + LANE * lanes.len() as f64 + 25.0;
+    let legend_y = TOP + LANE * rows.len() as f64 + 25.0;
     let mut lx = LEFT;
-    for (label, color) in [
+    let mut legend = vec![
         ("write lock held", "#1f77b4"),
         ("waiting for it", "#6baed6"),
-    ] {
+    ];
+    if !os.is_empty() {
+        legend.push(("held, OS-observed", OS_COLOR));
+        if os.iter().any(|l| l.process.is_none()) {
+            legend.push(("held by a foreign process", FOREIGN_COLOR));
+        }
+    }
+    for (label, color) in legend {
         doc = doc
             .add(
                 Rectangle::new()
@@ -192,7 +252,7 @@ pub fn render(events: &[TraceEvent], title: &str) -> Document {
                     .set("fill", color),
             )
             .add(Text::new(label).set("x", lx + 18.0).set("y", legend_y));
-        lx += 140.0;
+        lx += 140.0 + if label.len() > 16 { 40.0 } else { 0.0 };
     }
     for class in [
         LockClass::BusyUpgrade,
@@ -223,13 +283,52 @@ pub fn render(events: &[TraceEvent], title: &str) -> Document {
     )
 }
 
+const OS_COLOR: &str = "#2ca02c";
+const FOREIGN_COLOR: &str = "#e6550d";
+
+/// One OS-observed lane: the share of each pixel column held.
+fn os_lane(mut doc: Document, l: &OsLane, y: f64, t0: i64, px_us: i64, columns: usize) -> Document {
+    let color = if l.process.is_some() {
+        OS_COLOR
+    } else {
+        FOREIGN_COLOR
+    };
+    doc = doc.add(
+        Text::new(l.label.as_str())
+            .set("x", 10)
+            .set("y", y + LANE / 2.0 + 4.0)
+            .set("fill", color)
+            .add(Title::new(l.title.as_str())),
+    );
+    doc = doc.add(
+        Line::new()
+            .set("x1", LEFT)
+            .set("x2", WIDTH - 20.0)
+            .set("y1", y + LANE - 4.0)
+            .set("y2", y + LANE - 4.0)
+            .set("stroke", "#ddd"),
+    );
+    let held = coverage(l.spans.iter().copied(), t0, px_us, columns);
+    shade(doc, &held, y + 8.0, 14.0, color, px_us)
+}
+
 /// Reads every trace file and writes the SVG.
 pub fn write(traces: &[std::path::PathBuf], out: &Path, title: &str) -> anyhow::Result<usize> {
+    write_with_os(traces, &[], out, title)
+}
+
+/// Reads every trace file and writes the SVG with the OS-observed lanes.
+pub fn write_with_os(
+    traces: &[std::path::PathBuf],
+    os: &[OsLane],
+    out: &Path,
+    title: &str,
+) -> anyhow::Result<usize> {
     let mut events = Vec::new();
     for t in traces {
         events.extend(read_trace(t).with_context(|| format!("reading the trace {}", t.display()))?);
     }
-    let doc = render(&events, title);
+    let doc = render_with_os(&events, os, title);
     svg::save(out, &doc).with_context(|| format!("writing {}", out.display()))?;
     Ok(events.len())
 }

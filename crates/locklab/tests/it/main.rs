@@ -7,6 +7,7 @@ mod cli;
 mod flow;
 mod presets;
 mod startup;
+mod who;
 
 use std::path::Path;
 use std::process::{Command, Output};
