@@ -7,6 +7,7 @@
 //! the matrix chart; ureq for blocking HTTP (no async runtime in a CLI).
 
 pub mod check;
+pub mod holders;
 pub mod http;
 pub mod loadgen;
 pub mod matrix;
@@ -26,7 +27,7 @@ use anyhow::{bail, Context};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Parser, Subcommand};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::Table;
+use comfy_table::{ContentArrangement, Table};
 use schema::db::DbTarget;
 use schema::settings::{
     def, parse_duration, parse_environments, process_env, Def, Flags, Knobs, Resolver,
@@ -63,7 +64,7 @@ pub enum Command {
     /// Run several presets under the same load and compare them.
     Matrix(MatrixArgs),
     /// Print the presets: their knobs and what to expect.
-    Presets,
+    Presets(PresetsArgs),
     /// Print a run's table again, or build it from running daemons.
     Report(ReportArgs),
     /// Check a database's invariants (lost, duplicated, double-claimed...).
@@ -170,6 +171,9 @@ pub struct RunArgs {
     /// `holders` in report.json; for measuring the sampler's own cost).
     #[arg(long)]
     pub no_who: bool,
+    /// Show every column of the table (the default fits 120 columns).
+    #[arg(long)]
+    pub wide: bool,
     /// How the run's `locklab who` samples: getlk (default) or proc (see
     /// `locklab who --help`).
     #[arg(long, env = "LAB_WHO_PROBE", value_name = "getlk|proc")]
@@ -199,8 +203,9 @@ pub struct MatrixArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// A run's out folder (or its report.json).
-    #[arg(value_name = "DIR", required_unless_present = "live")]
+    /// A run's out folder (or its report.json); default locklab-run, where
+    /// `locklab run` writes.
+    #[arg(value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Build the table from running daemons' /api/stats instead.
     #[arg(long, num_args = 1.., value_name = "URL", conflicts_with = "dir")]
@@ -212,6 +217,9 @@ pub struct ReportArgs {
     /// class (from report.json's `by_op`).
     #[arg(long)]
     pub by_op: bool,
+    /// Show every column of the table (the default fits 120 columns).
+    #[arg(long)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +230,9 @@ pub struct CheckArgs {
     /// The loadgen's JSONL log; without it the counts that need it are null.
     #[arg(long, value_name = "FILE")]
     pub loadgen_log: Option<PathBuf>,
+    /// Exit 1 also when some counts could not be checked (no loadgen log).
+    #[arg(long)]
+    pub strict: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -269,6 +280,14 @@ pub struct LoadgenArgs {
     /// How long to wait for webui to answer before giving up.
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PresetsArgs {
+    /// Also show what the tests assert and what else was measured, one column
+    /// each (wider than 120 columns).
+    #[arg(long)]
+    pub long: bool,
 }
 
 #[derive(Debug, Args)]
@@ -473,8 +492,8 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Migrate(_) => cmd_migrate(sub),
         Command::Run(a) => cmd_run(&a, sub),
         Command::Matrix(a) => cmd_matrix(&a, sub),
-        Command::Presets => {
-            print_presets();
+        Command::Presets(a) => {
+            print_presets(a.long);
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(a) => cmd_report(&a),
@@ -517,8 +536,16 @@ fn cmd_migrate(m: &ArgMatches) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn finish_run(report: &report::Report, out: &std::path::Path, strict: bool) -> ExitCode {
-    println!("{}", report::render_text(report));
+fn finish_run(
+    report: &report::Report,
+    out: &std::path::Path,
+    strict: bool,
+    wide: bool,
+) -> ExitCode {
+    println!(
+        "{}",
+        report::render_text_with(report, wide, report::wrap_width())
+    );
     println!(
         "wrote {}, {} and {}",
         out.join("report.json").display(),
@@ -544,7 +571,7 @@ fn cmd_run(a: &RunArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
         Some(p) => Some(who::ProbeMode::parse(p).map_err(|m| anyhow::anyhow!("--who-probe: {m}"))?),
     };
     let report = run::run_lab(&opts, &interrupt_flag())?;
-    Ok(finish_run(&report, &a.out, a.strict))
+    Ok(finish_run(&report, &a.out, a.strict, a.wide))
 }
 
 fn cmd_matrix(a: &MatrixArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
@@ -596,58 +623,101 @@ fn cmd_matrix(a: &MatrixArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
 
 /// `locklab presets`: the preset table with expected classes and the
 /// durability note.
-pub fn presets_table() -> Table {
+/// The preset table. By default it fits 120 columns: each preset's knobs in
+/// one wrapped cell, and what it shows on the line below; `long` gives every
+/// knob and expectation a column of its own.
+pub fn presets_table(long: bool) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
-        "preset",
-        "journal",
-        "timeout",
-        "sync",
-        "txn",
-        "atomic",
-        "retry",
-        "claim",
-        "commit",
-        "wake",
-        "create",
-        "event pace",
-        "asserted by tests",
-        "also expected",
-    ]);
+    t.load_preset(UTF8_FULL_CONDENSED);
+    let pace = |p: &schema::settings::Preset| {
+        p.event_delay
+            .map(schema::settings::fmt_duration)
+            .unwrap_or_else(|| "the load's".to_string())
+    };
+    if long {
+        t.set_header(vec![
+            "preset",
+            "journal",
+            "timeout",
+            "sync",
+            "txn",
+            "atomic",
+            "retry",
+            "claim",
+            "commit",
+            "wake",
+            "create",
+            "event pace",
+            "asserted by tests",
+            "also measured",
+        ]);
+        for p in PRESETS {
+            t.add_row(vec![
+                p.name.to_string(),
+                p.journal_mode.to_string(),
+                schema::settings::fmt_duration(p.busy_timeout),
+                p.synchronous.to_string(),
+                p.txn_mode.to_string(),
+                p.atomic_requests.to_string(),
+                p.retry.to_string(),
+                p.claim.to_string(),
+                p.commit.to_string(),
+                p.wake.to_string(),
+                p.create_shape.to_string(),
+                pace(p),
+                p.asserted.to_string(),
+                p.expected.to_string(),
+            ]);
+        }
+        return t;
+    }
+    t.set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(120)
+        .set_header(vec!["preset", "knobs, and what it shows"]);
     for p in PRESETS {
         t.add_row(vec![
             p.name.to_string(),
-            p.journal_mode.to_string(),
-            schema::settings::fmt_duration(p.busy_timeout),
-            p.synchronous.to_string(),
-            p.txn_mode.to_string(),
-            p.atomic_requests.to_string(),
-            p.retry.to_string(),
-            p.claim.to_string(),
-            p.commit.to_string(),
-            p.wake.to_string(),
-            p.create_shape.to_string(),
-            p.event_delay
-                .map(schema::settings::fmt_duration)
-                .unwrap_or_else(|| "the load's".to_string()),
-            p.asserted.to_string(),
-            p.expected.to_string(),
+            format!(
+                "journal={} timeout={} sync={} txn={} atomic={} retry={} claim={} commit={} wake={} \
+                 create={} pace={}\n→ {}",
+                p.journal_mode,
+                schema::settings::fmt_duration(p.busy_timeout),
+                p.synchronous,
+                p.txn_mode,
+                p.atomic_requests,
+                p.retry,
+                p.claim,
+                p.commit,
+                p.wake,
+                p.create_shape,
+                pace(p),
+                p.expected
+            ),
         ]);
     }
     t
 }
 
-fn print_presets() {
-    println!("{}", presets_table());
-    println!("durability: presets with synchronous=normal (immediate, robust): {DURABILITY_NOTE}");
-    println!(
+fn print_presets(long: bool) {
+    println!("{}", presets_table(long));
+    let width = report::wrap_width();
+    let plain = textwrap::Options::new(width);
+    for text in [
+        format!(
+            "Durability: presets with synchronous=normal (immediate, robust): {DURABILITY_NOTE}"
+        ),
         "A preset sets database and strategy knobs, never the load, with one exception: toaster \
          paces the build events (LAB_EVENT_DELAY) to Toaster's speed, about a minute per \
          15,000-event build, so that the transaction its buildinfohelper leaves open between \
          syncs spans real time. Like LAB_TXN_WORK it models the stack, and a flag or \
          LAB_EVENT_DELAY overrides it."
-    );
-    println!("Pick one with --preset NAME or LAB_PRESET=NAME; flags and LAB_* variables beside it override its knobs.");
+            .to_string(),
+        "Pick one with --preset NAME or LAB_PRESET=NAME; flags and LAB_* variables beside it \
+         override its knobs. --long shows what the tests assert for each."
+            .to_string(),
+    ] {
+        println!("{}", textwrap::fill(&text, plain.clone()));
+    }
 }
 
 fn live_reports(urls: &[String]) -> Vec<Result<ProcessReport, String>> {
@@ -679,7 +749,7 @@ fn cmd_report(a: &ReportArgs) -> anyhow::Result<ExitCode> {
         if a.json {
             println!("{}", serde_json::to_string_pretty(&processes)?);
         } else {
-            println!("{}", report::process_table(&processes));
+            println!("{}", report::process_table(&processes, a.wide));
             if a.by_op {
                 for p in &processes {
                     println!("{}:\n{}", p.name, report::by_op_table(p));
@@ -700,7 +770,7 @@ fn cmd_report(a: &ReportArgs) -> anyhow::Result<ExitCode> {
     let dir = a
         .dir
         .clone()
-        .context("give a run's folder or --live URL...")?;
+        .unwrap_or_else(|| PathBuf::from("locklab-run"));
     let path = if dir.is_dir() {
         dir.join("report.json")
     } else {
@@ -713,7 +783,10 @@ fn cmd_report(a: &ReportArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        println!("{}", report::render_text(&r));
+        println!(
+            "{}",
+            report::render_text_with(&r, a.wide, report::wrap_width())
+        );
         if a.by_op {
             println!("{}", report::render_by_op(&r));
         }
@@ -744,9 +817,13 @@ fn cmd_check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
             ("double_booked", c.double_booked.to_string()),
             ("leaked_bookings", c.leaked_bookings.to_string()),
             ("partial_writes", show(c.partial_writes)),
+            ("unlogged", show(c.unlogged)),
+            ("misattributed", show(c.misattributed)),
+            ("beyond_expected", c.beyond_expected.to_string()),
             ("stuck", c.stuck.to_string()),
             ("unconfirmed", show(c.unconfirmed)),
             ("unfinished", c.unfinished.to_string()),
+            ("orphaned_builds", c.orphaned_builds.to_string()),
             ("integrity_ok", c.integrity_ok.to_string()),
         ];
         for (name, value) in lines {
@@ -759,10 +836,27 @@ fn cmd_check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
         if c.lost.is_none() && c.lost_events > 0 {
             println!("(lost events, known without the log: {})", c.lost_events);
         }
+        let unchecked = c.unchecked();
+        if unchecked.is_empty() {
+            println!("every count was checked.");
+        } else {
+            println!(
+                "not checked (they need the loadgen's log, --loadgen-log): {}.",
+                unchecked.join(", ")
+            );
+        }
     }
     let v = result.counts.violations();
     if v > 0 {
         eprintln!("locklab: {v} violation(s)");
+        return Ok(ExitCode::from(1));
+    }
+    let unchecked = result.counts.unchecked();
+    if a.strict && !unchecked.is_empty() {
+        eprintln!(
+            "locklab: --strict: {} could not be checked without --loadgen-log",
+            unchecked.join(", ")
+        );
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
@@ -796,7 +890,19 @@ fn cmd_timeline(a: &TimelineArgs) -> anyhow::Result<ExitCode> {
         (None, None) => PathBuf::from("timeline.svg"),
     };
     let os = a.dir.as_deref().map(run::os_lanes).unwrap_or_default();
-    let n = timeline::write_with_os(&traces, &os, &out, "locklab · who held SQLite's write lock")?;
+    // A run's report says where its load ended.
+    let load_end = a
+        .dir
+        .as_deref()
+        .and_then(|d| report::Report::read(&d.join("report.json")).ok())
+        .and_then(|r| r.load_end_us);
+    let n = timeline::write_with_os(
+        &traces,
+        &os,
+        &out,
+        "locklab · who held SQLite's write lock",
+        load_end,
+    )?;
     println!(
         "wrote {} ({n} transactions from {} trace(s))",
         out.display(),
@@ -884,7 +990,7 @@ fn cmd_loadgen(a: &LoadgenArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
     println!("{}", report::loadgen_line(&summary));
     use std::io::Write;
     let _ = std::io::stderr().flush();
-    println!("{}", report::process_table(&processes));
+    println!("{}", report::process_table(&processes, false));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -74,6 +74,13 @@ pub struct Report {
     /// they all hold).
     #[serde(default)]
     pub identity_violations: Vec<String>,
+    /// Wall-clock µs when the load ended and the drain began (added field).
+    #[serde(default)]
+    pub load_end_us: Option<i64>,
+    /// Who held the write lock at each process's failures, from the lab's own
+    /// traces (added field).
+    #[serde(default)]
+    pub holders_at_failures: Vec<crate::holders::HoldersAtFailures>,
     /// Who held the write lock as the OS saw it, per PID, beside each
     /// daemon's own trace (added field; see `who::witness`).
     #[serde(default)]
@@ -152,12 +159,29 @@ fn float(x: f64, digits: usize) -> Cell {
     Cell::new(format!("{x:.digits$}")).set_alignment(CellAlignment::Right)
 }
 
-/// The per-process table: the counts a user compares across processes.
-pub fn process_table(processes: &[ProcessReport]) -> Table {
+fn other_of(p: &ProcessReport) -> u64 {
+    p.failed_of(LockClass::Locked)
+        + p.failed_of(LockClass::Constraint)
+        + p.failed_of(LockClass::Serialization)
+        + p.failed_of(LockClass::Deadlock)
+        + p.failed_of(LockClass::LockWaitTimeout)
+        + p.failed_of(LockClass::Other)
+}
+
+fn percent(x: f64) -> Cell {
+    Cell::new(format!("{:.1}%", x * 100.0)).set_alignment(CellAlignment::Right)
+}
+
+/// The per-process table: the counts a user compares across processes. By
+/// default it fits 120 columns: two-line headers, the lock classes that
+/// matter, rows/s and lock wait over the load window, p99. `wide` shows every
+/// column.
+pub fn process_table(processes: &[ProcessReport], wide: bool) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(vec![
+        .set_content_arrangement(ContentArrangement::Disabled);
+    if wide {
+        t.set_header(vec![
             "process",
             "ops",
             "ok",
@@ -176,32 +200,67 @@ pub fn process_table(processes: &[ProcessReport]) -> Table {
             "p99 ms",
             "lock wait",
         ]);
+        for p in processes {
+            let other = other_of(p) - p.failed_of(LockClass::Locked);
+            t.add_row(vec![
+                Cell::new(&p.name),
+                num(p.ops),
+                num(p.ok),
+                num(p.rolled_back),
+                num(p.retried),
+                num(p.gave_up),
+                num(p.failed_of(LockClass::BusyUpgrade)),
+                num(p.failed_of(LockClass::BusySnapshot)),
+                num(p.failed_of(LockClass::BusyTimeout)),
+                num(p.failed_of(LockClass::Locked)),
+                num(other),
+                num(p.rows_committed),
+                float(p.rows_per_s, 1),
+                float(p.latency_ms.p50, 1),
+                float(p.latency_ms.p95, 1),
+                float(p.latency_ms.p99, 1),
+                percent(p.lock_wait_share),
+            ]);
+        }
+        return t;
+    }
+    // "other" (locked, constraint, server classes...) only when it happened.
+    let any_other = processes.iter().any(|p| other_of(p) > 0);
+    let mut header = vec![
+        "process",
+        "ops",
+        "ok",
+        "gave\nup",
+        "re-\ntried",
+        "busy\nupgrade",
+        "busy\nsnapshot",
+        "busy\ntimeout",
+    ];
+    if any_other {
+        header.push("other");
+    }
+    header.extend(["rows/s", "p99\nms", "lock\nwait"]);
+    t.set_header(header);
     for p in processes {
-        let other = p.failed_of(LockClass::Constraint)
-            + p.failed_of(LockClass::Serialization)
-            + p.failed_of(LockClass::Deadlock)
-            + p.failed_of(LockClass::LockWaitTimeout)
-            + p.failed_of(LockClass::Other);
-        t.add_row(vec![
+        let mut row = vec![
             Cell::new(&p.name),
             num(p.ops),
             num(p.ok),
-            num(p.rolled_back),
-            num(p.retried),
             num(p.gave_up),
+            num(p.retried),
             num(p.failed_of(LockClass::BusyUpgrade)),
             num(p.failed_of(LockClass::BusySnapshot)),
             num(p.failed_of(LockClass::BusyTimeout)),
-            num(p.failed_of(LockClass::Locked)),
-            num(other),
-            num(p.rows_committed),
-            float(p.rows_per_s, 1),
-            float(p.latency_ms.p50, 1),
-            float(p.latency_ms.p95, 1),
-            float(p.latency_ms.p99, 1),
-            Cell::new(format!("{:.1}%", p.lock_wait_share * 100.0))
-                .set_alignment(CellAlignment::Right),
+        ];
+        if any_other {
+            row.push(num(other_of(p)));
+        }
+        row.extend([
+            float(p.rows_per_s, 0),
+            float(p.latency_ms.p99, 0),
+            percent(p.lock_wait_share),
         ]);
+        t.add_row(row);
     }
     t
 }
@@ -311,13 +370,14 @@ Toaster's Task looks up its help text and its build, then inserts)"
         }
         _ => "",
     };
-    let immediate = "use IMMEDIATE transactions (Django >= 5.1: DATABASES OPTIONS transaction_mode=\"IMMEDIATE\"; \
-Django 4.2: a backend that issues BEGIN IMMEDIATE; Rails 8: the default; diesel: immediate_transaction; \
-here: LAB_TXN_MODE=immediate) or read outside the transaction (here: LAB_CLAIM=guarded)";
+    let immediate = "begin write transactions IMMEDIATE (Django >= 5.1: DATABASES[\"default\"][\"OPTIONS\"][\"transaction_mode\"] = \"IMMEDIATE\"; \
+Django 4.2: a backend subclass whose transactions begin IMMEDIATE; Rails 8: the default; diesel: immediate_transaction; \
+here: LAB_TXN_MODE=immediate), or write without reading first: a filtered update whose row count says who won \
+(Model.objects.filter(pk=..., state=...).update(...); here: LAB_CLAIM=guarded)";
     match class {
         LockClass::BusyUpgrade => format!(
             "a deferred transaction read, then tried to write while another connection held the write lock{where_}; \
-SQLite refuses at once, without calling the busy handler, to avoid a deadlock, so TIMEOUT cannot help; {immediate}."
+SQLite refuses at once, without calling the busy handler, to avoid a deadlock, so no timeout can help; {immediate}."
         ),
         LockClass::BusySnapshot => format!(
             "WAL: another connection committed after this deferred transaction's first read{where_}, so its snapshot \
@@ -325,9 +385,11 @@ is stale and it may never write; waiting cannot help, only a new transaction; {i
         ),
         LockClass::BusyTimeout => format!(
             "the write lock stayed with other connections longer than the busy timeout ({} ms) and the busy \
-handler gave up; a longer TIMEOUT trades these failures for latency; shorter write transactions and batched \
-writes (LAB_COMMIT=batch:500) hold the lock less, WAL stops readers from blocking the writer's commit, and a \
-retry with backoff (LAB_RETRY=backoff) rides out the rest.",
+handler gave up; a longer timeout (Django: DATABASES[\"default\"][\"OPTIONS\"][\"timeout\"], in seconds; here: TIMEOUT) \
+trades these failures for latency; shorter write transactions and batched commits hold the lock less (here: \
+LAB_COMMIT=batch:500); WAL (PRAGMA journal_mode=WAL: Django >= 5.1 OPTIONS init_command, 4.2 a connection_created \
+handler; here: WAL=true) stops readers from blocking the writer's commit; a bounded retry of the whole \
+transaction rides out the rest (here: LAB_RETRY=backoff).",
             s.busy_timeout_ms
         ),
         LockClass::Locked => "SQLITE_LOCKED: a conflict inside one connection (a statement still running, or a \
@@ -433,6 +495,14 @@ pub fn verdict(r: &Report) -> Vec<String> {
                 if !per_op.is_empty() {
                     lines.push(format!("{} by op: {}.", p.name, per_op.join("; ")));
                 }
+                if let Some(h) = r
+                    .holders_at_failures
+                    .iter()
+                    .find(|h| h.process == p.name)
+                    .and_then(|h| h.line())
+                {
+                    lines.push(format!("{h}."));
+                }
             }
         }
         if p.stalls_total > 0 {
@@ -535,10 +605,28 @@ when a later step fails, and keeps the Build row).",
 }
 
 /// The whole text shown after a run and by `locklab report`.
+/// The width verdict lines wrap at: the terminal's, else 100; at most 120.
+pub fn wrap_width() -> usize {
+    textwrap::termwidth().clamp(60, 120)
+}
+
+/// A verdict line wrapped at `width`, continuation lines indented.
+pub fn wrap_line(line: &str, width: usize) -> String {
+    let opts = textwrap::Options::new(width)
+        .initial_indent("  ")
+        .subsequent_indent("    ");
+    textwrap::fill(line, opts)
+}
+
 pub fn render_text(r: &Report) -> String {
+    render_text_with(r, false, wrap_width())
+}
+
+/// The text after a run: header, table (`wide`: every column), loadgen and
+/// check lines, the witness, and the verdict wrapped at `width`.
+pub fn render_text_with(r: &Report, wide: bool, width: usize) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
+    let header = format!(
         "preset {} · {} · journal {} · timeout {} ms · txn {} · atomic {} · retry {} · claim {} · commit {} · {:.1}s",
         r.preset,
         r.backend,
@@ -551,12 +639,33 @@ pub fn render_text(r: &Report) -> String {
         r.settings.commit,
         r.duration_s
     );
-    let _ = writeln!(out, "{}", process_table(&r.processes));
+    let _ = writeln!(
+        out,
+        "{}",
+        textwrap::fill(
+            &header,
+            textwrap::Options::new(width).subsequent_indent("  ")
+        )
+    );
+    let _ = writeln!(out, "{}", process_table(&r.processes, wide));
+    let load_s = r.processes.iter().map(|p| p.load_s).fold(0.0_f64, f64::max);
+    if load_s > 0.0 {
+        let _ = writeln!(
+            out,
+            "rows/s and lock wait cover the {load_s:.1} s of load; the drain took {:.1} s apart.",
+            r.drain_s
+        );
+    }
     for v in &r.identity_violations {
         let _ = writeln!(out, "counting identity violated: {v}");
     }
-    let _ = writeln!(out, "{}", loadgen_line(&r.loadgen));
-    let _ = writeln!(out, "{}", check_line(&r.check));
+    let plain = textwrap::Options::new(width).subsequent_indent("  ");
+    let _ = writeln!(
+        out,
+        "{}",
+        textwrap::fill(&loadgen_line(&r.loadgen), plain.clone())
+    );
+    let _ = writeln!(out, "{}", textwrap::fill(&check_line(&r.check), plain));
     out.push_str(&crate::who::witness::render_text(
         &r.holders,
         r.witness.as_ref(),
@@ -564,7 +673,7 @@ pub fn render_text(r: &Report) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "verdict:");
     for line in &r.verdict {
-        let _ = writeln!(out, "  {line}");
+        let _ = writeln!(out, "{}", wrap_line(line, width));
     }
     out
 }

@@ -88,9 +88,10 @@ const OWN_FILES: &[&str] = &[
 
 /// Creates the out folder (or checks it is writable) and removes the files a
 /// previous run left there. Only locklab's own files are touched.
-pub fn prepare_out(out: &Path) -> anyhow::Result<()> {
+pub fn prepare_out(out: &Path) -> anyhow::Result<OutLock> {
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create the out folder {}", out.display()))?;
+    let lock = OutLock::take(out)?;
     let probe = out.join(".locklab-write-test");
     std::fs::write(&probe, b"")
         .with_context(|| format!("the out folder {} is not writable", out.display()))?;
@@ -122,7 +123,49 @@ pub fn prepare_out(out: &Path) -> anyhow::Result<()> {
         }
     }
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    Ok(())
+    Ok(lock)
+}
+
+/// The out folder's lock, held for a whole run: `flock` on
+/// `OUT/.locklab-run.lock`, which names the run's PID. A second run on the
+/// same folder is refused instead of deleting the first one's files; the
+/// kernel drops the lock if the run dies.
+#[derive(Debug)]
+pub struct OutLock {
+    _file: std::fs::File,
+}
+
+impl OutLock {
+    pub fn take(out: &Path) -> anyhow::Result<OutLock> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::io::AsRawFd;
+        let path = out.join(".locklab-run.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own; non-blocking.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            bail!(
+                "another `locklab run` ({}) is using {}; wait for it to finish, or give another --out",
+                match holder.trim() {
+                    "" => "its pid unknown".to_string(),
+                    pid => format!("pid {pid}"),
+                },
+                out.display()
+            );
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        Ok(OutLock { _file: file })
+    }
 }
 
 /// A spawned daemon and its files.
@@ -288,7 +331,7 @@ fn abandoned_in_db(conn: &mut LabConn, parts: &mut Vec<String>) {
 /// Runs the lab once and returns its report (also written to the out folder).
 pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Result<Report> {
     let bins = daemon_binaries()?;
-    prepare_out(&opts.out)?;
+    let _out_lock = prepare_out(&opts.out)?;
     let db_path = match &opts.database {
         Some(p) => {
             if p.exists() && !opts.reuse {
@@ -423,6 +466,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     }
     // 1. the loadgen stops sending and waits for its in-flight replies
     let (loadgen, load_elapsed) = load.finish()?;
+    let load_end_us = now_micros();
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -578,6 +622,8 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         verdict: Vec::new(),
         drain_s,
         identity_violations: Vec::new(),
+        holders_at_failures: crate::holders::at_failures(&traces),
+        load_end_us: Some(load_end_us),
         holders: Vec::new(),
         witness: None,
     };
@@ -629,6 +675,7 @@ pub fn write_outputs(
             "locklab · preset {} · who held SQLite's write lock",
             report.preset
         ),
+        report.load_end_us,
     )?;
     Ok(())
 }

@@ -108,12 +108,34 @@ enum Row<'a> {
 
 /// Builds the SVG from trace events of several processes.
 pub fn render(events: &[TraceEvent], title: &str) -> Document {
-    render_with_os(events, &[], title)
+    render_with_os(events, &[], title, None)
+}
+
+/// Colours: held and waiting are told apart at a glance.
+const HELD_COLOR: &str = "#1f77b4";
+const WAIT_COLOR: &str = "#a3a3a3";
+const LOAD_END_COLOR: &str = "#d62728";
+
+/// A step for the time axis: 1, 2, 5 × 10^n seconds, about 10 ticks.
+fn tick_step(span_s: f64) -> f64 {
+    let raw = (span_s / 10.0).max(1e-3);
+    let mag = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag)
 }
 
 /// Builds the SVG from the traces and the OS-observed lanes: each daemon's
 /// OS lane right under its own trace, then a row per foreign holder.
-pub fn render_with_os(events: &[TraceEvent], os: &[OsLane], title: &str) -> Document {
+pub fn render_with_os(
+    events: &[TraceEvent],
+    os: &[OsLane],
+    title: &str,
+    load_end_us: Option<i64>,
+) -> Document {
+    let holds = crate::holders::Holds::new(events);
     let mut lanes: BTreeMap<&str, Vec<&TraceEvent>> = BTreeMap::new();
     for e in events {
         lanes.entry(e.process.as_str()).or_default().push(e);
@@ -149,7 +171,7 @@ pub fn render_with_os(events: &[TraceEvent], os: &[OsLane], title: &str) -> Docu
     let plot = WIDTH - LEFT - 20.0;
     let x = |t: i64| LEFT + (t - t0) as f64 / span_us * plot;
     let px_us = (span_us / plot).ceil() as i64;
-    let height = TOP + LANE * rows.len() as f64 + 70.0;
+    let height = TOP + LANE * rows.len() as f64 + 110.0;
     let mut doc = Document::new()
         .set("viewBox", (0, 0, WIDTH, height))
         .set("width", WIDTH)
@@ -202,7 +224,7 @@ pub fn render_with_os(events: &[TraceEvent], os: &[OsLane], title: &str) -> Docu
             px_us,
             columns,
         );
-        doc = shade(doc, &waits, y + 22.0, 8.0, "#6baed6", px_us);
+        doc = shade(doc, &waits, y + 22.0, 8.0, WAIT_COLOR, px_us);
         let held = coverage(
             evs.iter()
                 .filter_map(|e| e.acquired_us.map(|a| (a, e.end_us.max(a)))),
@@ -210,30 +232,101 @@ pub fn render_with_os(events: &[TraceEvent], os: &[OsLane], title: &str) -> Docu
             px_us,
             columns,
         );
-        doc = shade(doc, &held, y + 8.0, 14.0, "#1f77b4", px_us);
-        // one marker per pixel and class, titled with its count
-        let mut marks: BTreeMap<(i64, LockClass), (i64, usize)> = BTreeMap::new();
+        doc = shade(doc, &held, y + 8.0, 14.0, HELD_COLOR, px_us);
+        // one marker per pixel and class, titled with its count and who held
+        // the write lock at those failures (from the traces)
+        type Mark = (i64, usize, BTreeMap<String, usize>, String);
+        let mut marks: BTreeMap<(i64, LockClass), Mark> = BTreeMap::new();
         for e in evs.iter().filter(|e| e.outcome == "failed") {
             let class = e.class.unwrap_or(LockClass::Other);
             let slot = (e.end_us - t0) / px_us.max(1);
-            marks.entry((slot, class)).or_insert((e.end_us, 0)).1 += 1;
+            let m =
+                marks
+                    .entry((slot, class))
+                    .or_insert((e.end_us, 0, BTreeMap::new(), e.op.clone()));
+            m.1 += 1;
+            let holder = holds
+                .holder_of(e)
+                .unwrap_or_else(|| "no traced process".to_string());
+            *m.2.entry(holder).or_default() += 1;
         }
-        for ((_, class), (at, n)) in marks {
+        for ((_, class), (at, n, by, op)) in marks {
+            let held: Vec<String> = by.iter().map(|(h, k)| format!("{h} ({k})")).collect();
             doc = doc.add(
                 Circle::new()
                     .set("cx", x(at))
                     .set("cy", y + 36.0)
                     .set("r", 3.5)
                     .set("fill", class_color(class))
-                    .add(Title::new(format!("{process}: {n} {class}"))),
+                    .add(Title::new(format!(
+                        "{process}: {n} {class} in {op} at {:.2} s; the write lock was held by {}",
+                        (at - t0) as f64 / 1e6,
+                        held.join(", ")
+                    ))),
             );
         }
     }
-    let legend_y = TOP + LANE * rows.len() as f64 + 25.0;
+    // The time axis, in seconds from the first traced moment.
+    let axis_y = TOP + LANE * rows.len() as f64 + 4.0;
+    doc = doc.add(
+        Line::new()
+            .set("x1", LEFT)
+            .set("x2", WIDTH - 20.0)
+            .set("y1", axis_y)
+            .set("y2", axis_y)
+            .set("stroke", "#555"),
+    );
+    let step = tick_step(span_us / 1e6);
+    let mut t = 0.0;
+    while t <= span_us / 1e6 + 1e-9 {
+        let tx = LEFT + t * 1e6 / span_us * plot;
+        doc = doc
+            .add(
+                Line::new()
+                    .set("x1", tx)
+                    .set("x2", tx)
+                    .set("y1", axis_y)
+                    .set("y2", axis_y + 5.0)
+                    .set("stroke", "#555"),
+            )
+            .add(
+                Text::new(format!("{t:.0}"))
+                    .set("x", tx)
+                    .set("y", axis_y + 17.0)
+                    .set("text-anchor", "middle"),
+            );
+        t += step;
+    }
+    doc = doc.add(
+        Text::new("time (s)")
+            .set("x", LEFT - 10.0)
+            .set("y", axis_y + 17.0)
+            .set("text-anchor", "end"),
+    );
+    // Where the load ended and the drain began.
+    if let Some(end) = load_end_us.filter(|e| (t0..=t1).contains(e)) {
+        doc = doc
+            .add(
+                Line::new()
+                    .set("x1", x(end))
+                    .set("x2", x(end))
+                    .set("y1", TOP - 8.0)
+                    .set("y2", axis_y)
+                    .set("stroke", LOAD_END_COLOR)
+                    .set("stroke-dasharray", "4 3"),
+            )
+            .add(
+                Text::new("load ends, drain begins")
+                    .set("x", x(end) + 4.0)
+                    .set("y", TOP - 10.0)
+                    .set("fill", LOAD_END_COLOR),
+            );
+    }
+    let legend_y = axis_y + 45.0;
     let mut lx = LEFT;
     let mut legend = vec![
-        ("write lock held", "#1f77b4"),
-        ("waiting for it", "#6baed6"),
+        ("write lock held", HELD_COLOR),
+        ("waiting for it", WAIT_COLOR),
     ];
     if !os.is_empty() {
         legend.push(("held, OS-observed", OS_COLOR));
@@ -276,10 +369,13 @@ pub fn render_with_os(events: &[TraceEvent], os: &[OsLane], title: &str) -> Docu
         lx += 120.0;
     }
     doc.add(
-        Text::new(format!("{:.1} s", span_us / 1e6))
-            .set("x", WIDTH - 20.0)
-            .set("y", legend_y + 25.0)
-            .set("text-anchor", "end"),
+        Text::new(format!(
+            "Shading: the darker a pixel column, the larger the share of its {:.1} ms spent in that state. \
+             Hover a dot for its failures and who held the lock.",
+            px_us as f64 / 1000.0
+        ))
+        .set("x", LEFT)
+        .set("y", legend_y + 25.0),
     )
 }
 
@@ -314,7 +410,7 @@ fn os_lane(mut doc: Document, l: &OsLane, y: f64, t0: i64, px_us: i64, columns: 
 
 /// Reads every trace file and writes the SVG.
 pub fn write(traces: &[std::path::PathBuf], out: &Path, title: &str) -> anyhow::Result<usize> {
-    write_with_os(traces, &[], out, title)
+    write_with_os(traces, &[], out, title, None)
 }
 
 /// Reads every trace file and writes the SVG with the OS-observed lanes.
@@ -323,12 +419,13 @@ pub fn write_with_os(
     os: &[OsLane],
     out: &Path,
     title: &str,
+    load_end_us: Option<i64>,
 ) -> anyhow::Result<usize> {
     let mut events = Vec::new();
     for t in traces {
         events.extend(read_trace(t).with_context(|| format!("reading the trace {}", t.display()))?);
     }
-    let doc = render_with_os(&events, os, title);
+    let doc = render_with_os(&events, os, title, load_end_us);
     svg::save(out, &doc).with_context(|| format!("writing {}", out.display()))?;
     Ok(events.len())
 }

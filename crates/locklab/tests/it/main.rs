@@ -5,6 +5,7 @@
 mod check;
 mod cli;
 mod flow;
+mod papercuts;
 mod presets;
 mod startup;
 mod who;
