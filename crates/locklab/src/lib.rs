@@ -6,6 +6,7 @@
 //! terminal, where plain lines are printed instead); svg for the timeline and
 //! the matrix chart; ureq for blocking HTTP (no async runtime in a CLI).
 
+pub mod ablate;
 pub mod check;
 pub mod holders;
 pub mod http;
@@ -199,6 +200,11 @@ pub struct MatrixArgs {
     /// Folder for matrix.md, matrix.json, matrix.svg and each run's folder.
     #[arg(long, default_value = "locklab-matrix", value_name = "DIR")]
     pub out: PathBuf,
+    /// Which knob bought what: run FROM, then FROM with each knob where TO
+    /// differs changed alone, then TO (e.g. django-default,robust). Writes
+    /// ablation.md and ablation.json instead of the matrix.
+    #[arg(long, value_name = "FROM,TO", conflicts_with = "presets")]
+    pub ablate: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +226,10 @@ pub struct ReportArgs {
     /// Show every column of the table (the default fits 120 columns).
     #[arg(long)]
     pub wide: bool,
+    /// Build the table from a folder of trace-*.jsonl files instead: your own
+    /// processes' traces, as the locklab-django recorder writes them.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["dir", "live"])]
+    pub traces: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -241,8 +251,12 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 pub struct TimelineArgs {
     /// A run's out folder (its trace-*.jsonl files are read).
-    #[arg(value_name = "DIR", required_unless_present = "trace")]
+    #[arg(value_name = "DIR", required_unless_present_any = ["trace", "traces"])]
     pub dir: Option<PathBuf>,
+    /// A folder of trace-*.jsonl files written by your own processes (the
+    /// locklab-django recorder writes them).
+    #[arg(long, value_name = "DIR", conflicts_with = "dir")]
+    pub traces: Option<PathBuf>,
     /// Trace files to read instead.
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub trace: Vec<PathBuf>,
@@ -574,7 +588,83 @@ fn cmd_run(a: &RunArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
     Ok(finish_run(&report, &a.out, a.strict, a.wide))
 }
 
+fn cmd_ablate(a: &MatrixArgs, m: &ArgMatches, pair: &str) -> anyhow::Result<ExitCode> {
+    let Some((from, to)) = pair.split_once(',') else {
+        bail!("--ablate takes FROM,TO, two preset names (e.g. django-default,robust)");
+    };
+    let (from, to) = (
+        schema::settings::Preset::by_name(from).map_err(anyhow::Error::msg)?,
+        schema::settings::Preset::by_name(to).map_err(anyhow::Error::msg)?,
+    );
+    let changes = ablate::differences(from, to);
+    if changes.is_empty() {
+        bail!(
+            "{} and {} set the same knobs: nothing to ablate",
+            from.name,
+            to.name
+        );
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let interrupted = interrupt_flag();
+    let total = changes.len() + 2;
+    let mut rows = Vec::new();
+    let mut step = 0;
+    let mut run_one = |label: String,
+                       cost: Option<String>,
+                       preset: &str,
+                       change: Option<&ablate::KnobChange>|
+     -> anyhow::Result<()> {
+        step += 1;
+        let out = a.out.join(format!("{step:02}"));
+        let mut opts = run_options(m, &a.load, out, Some(preset), Duration::from_secs(20))?;
+        if let Some(c) = change {
+            if let Some(j) = ablate::journal_of(c) {
+                opts.journal_mode = j;
+            }
+            if c.knob == "event_delay" {
+                opts.event_delay = Some(c.to.clone());
+            } else {
+                opts.knob_flags.push((c.flag.to_string(), c.to.clone()));
+            }
+        }
+        eprintln!("locklab matrix --ablate: run {step}/{total}: {label}");
+        let report = run::run_lab(&opts, &interrupted)?;
+        rows.push(ablate::Row::of(label, cost, &report));
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        Ok(())
+    };
+    run_one(from.name.to_string(), None, from.name, None)?;
+    for c in &changes {
+        run_one(
+            format!("{} + {}={}", from.name, c.knob, c.to),
+            c.cost.map(str::to_string),
+            from.name,
+            Some(c),
+        )?;
+    }
+    let cost = changes
+        .iter()
+        .filter_map(|c| c.cost)
+        .next()
+        .map(str::to_string);
+    run_one(to.name.to_string(), cost, to.name, None)?;
+    ablate::write(&a.out, from.name, to.name, &rows)?;
+    println!("{}", ablate::table(&rows));
+    println!(
+        "wrote {} and {}",
+        a.out.join("ablation.md").display(),
+        a.out.join("ablation.json").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_matrix(a: &MatrixArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
+    if let Some(pair) = &a.ablate {
+        return cmd_ablate(a, m, pair);
+    }
     let presets: Vec<String> = a
         .presets
         .split(',')
@@ -734,6 +824,21 @@ fn live_reports(urls: &[String]) -> Vec<Result<ProcessReport, String>> {
 }
 
 fn cmd_report(a: &ReportArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &a.traces {
+        let summaries = report::from_traces(&trace_files(dir)?)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&summaries)?);
+        } else {
+            println!("{}", report::traces_table(&summaries));
+            let width = report::wrap_width();
+            for s in &summaries {
+                if let Some(line) = &s.holders {
+                    println!("{}", report::wrap_line(line, width));
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if !a.live.is_empty() {
         let mut processes = Vec::new();
         let mut failed = false;
@@ -862,29 +967,34 @@ fn cmd_check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The trace-*.jsonl files of a folder, sorted; an error when there is none.
+pub fn trace_files(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .map(|n| {
+                    n.to_string_lossy().starts_with("trace-")
+                        && n.to_string_lossy().ends_with(".jsonl")
+                })
+                .unwrap_or(false)
+        })
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        bail!("no trace-*.jsonl files in {}", dir.display());
+    }
+    Ok(found)
+}
+
 fn cmd_timeline(a: &TimelineArgs) -> anyhow::Result<ExitCode> {
     let mut traces = a.trace.clone();
-    if let Some(dir) = &a.dir {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .map(|n| {
-                        n.to_string_lossy().starts_with("trace-")
-                            && n.to_string_lossy().ends_with(".jsonl")
-                    })
-                    .unwrap_or(false)
-            })
-            .collect();
-        found.sort();
-        if found.is_empty() {
-            bail!("no trace-*.jsonl files in {}", dir.display());
-        }
-        traces.extend(found);
+    if let Some(dir) = a.dir.as_ref().or(a.traces.as_ref()) {
+        traces.extend(trace_files(dir)?);
     }
-    let out = match (&a.out, &a.dir) {
+    let out = match (&a.out, a.dir.as_ref().or(a.traces.as_ref())) {
         (Some(o), _) => o.clone(),
         (None, Some(d)) => d.join("timeline.svg"),
         (None, None) => PathBuf::from("timeline.svg"),

@@ -777,3 +777,101 @@ pub fn render_markdown(r: &Report) -> String {
     let _ = writeln!(out, "\n![lock timeline](timeline.svg)");
     out
 }
+
+/// One process as its own trace shows it (`report --traces`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TraceSummary {
+    pub process: String,
+    /// Attempts in the trace that committed.
+    pub committed: u64,
+    /// Failed attempts by class (every class present).
+    pub failed: BTreeMap<String, u64>,
+    /// Failed attempts by operation and class.
+    pub failed_by_op: BTreeMap<String, BTreeMap<String, u64>>,
+    /// `NAME: HOLDER held it at N of M`, when it failed.
+    pub holders: Option<String>,
+}
+
+/// Per-process summaries from trace files alone.
+pub fn from_traces(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<TraceSummary>> {
+    let mut events = Vec::new();
+    for f in files {
+        events.extend(
+            schema::trace::read_trace(f).with_context(|| format!("reading {}", f.display()))?,
+        );
+    }
+    let mut out: BTreeMap<String, TraceSummary> = BTreeMap::new();
+    for e in &events {
+        let s = out
+            .entry(e.process.clone())
+            .or_insert_with(|| TraceSummary {
+                process: e.process.clone(),
+                failed: LockClass::ALL
+                    .iter()
+                    .map(|c| (c.as_str().to_string(), 0))
+                    .collect(),
+                ..TraceSummary::default()
+            });
+        match e.outcome.as_str() {
+            "commit" => s.committed += 1,
+            "failed" => {
+                let class = e.class.unwrap_or(LockClass::Other).as_str().to_string();
+                *s.failed.entry(class.clone()).or_default() += 1;
+                *s.failed_by_op
+                    .entry(e.op.clone())
+                    .or_default()
+                    .entry(class)
+                    .or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    for h in crate::holders::attribute(&events) {
+        if let Some(s) = out.get_mut(&h.process) {
+            s.holders = h.line();
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
+/// The table of `report --traces`.
+pub fn traces_table(summaries: &[TraceSummary]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(120)
+        .set_header(vec![
+            "process",
+            "committed",
+            "busy\nupgrade",
+            "busy\nsnapshot",
+            "busy\ntimeout",
+            "other",
+            "failed by operation",
+        ]);
+    for s in summaries {
+        let get = |c: LockClass| s.failed.get(c.as_str()).copied().unwrap_or(0);
+        let other: u64 = s.failed.values().sum::<u64>()
+            - get(LockClass::BusyUpgrade)
+            - get(LockClass::BusySnapshot)
+            - get(LockClass::BusyTimeout);
+        let by_op: Vec<String> = s
+            .failed_by_op
+            .iter()
+            .map(|(op, c)| {
+                let classes: Vec<String> = c.iter().map(|(k, n)| format!("{n} {k}")).collect();
+                format!("{op}: {}", classes.join(", "))
+            })
+            .collect();
+        t.add_row(vec![
+            Cell::new(&s.process),
+            num(s.committed),
+            num(get(LockClass::BusyUpgrade)),
+            num(get(LockClass::BusySnapshot)),
+            num(get(LockClass::BusyTimeout)),
+            num(other),
+            Cell::new(by_op.join("; ")),
+        ]);
+    }
+    t
+}

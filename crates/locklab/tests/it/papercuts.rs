@@ -83,6 +83,30 @@ fn run_output_fits_120_columns_and_names_the_holder() {
         })
         .unwrap_or(false);
     assert!(re_ok, "{holder_line}");
+
+    // The same run's traces alone, as the recorder's would be read.
+    let out = locklab(&["report", "--traces", "r", "--json"], dir.path());
+    let (json, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let summaries: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let webui = summaries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["process"] == "webui")
+        .unwrap();
+    assert_eq!(
+        webui["failed"]["busy_upgrade"].as_u64(),
+        Some(webui_failed),
+        "every failed write attempt is traced: {webui}"
+    );
+    let out = locklab(&["timeline", "--traces", "r", "--out", "t.svg"], dir.path());
+    assert!(out.status.success(), "{:?}", text(&out));
+    let svg = std::fs::read_to_string(dir.path().join("t.svg")).unwrap();
+    assert!(
+        svg.contains("time (s)") && svg.contains("held by"),
+        "axis and holders"
+    );
 }
 
 #[test]
@@ -199,4 +223,68 @@ fn a_second_run_on_the_same_out_folder_is_refused() {
         "the first run's files are untouched"
     );
     drop(held);
+}
+
+/// `matrix --ablate FROM,TO`: FROM, FROM with each differing knob alone, TO.
+#[test]
+fn ablation_changes_one_knob_at_a_time() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "matrix",
+        "--ablate",
+        "django-default,immediate",
+        "--duration",
+        "2s",
+        "--out",
+        "a",
+        "--drain-timeout",
+        "5s",
+    ];
+    args.extend(SMALL_LOAD);
+    let out = locklab(&args, dir.path());
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("a/ablation.json")).unwrap())
+            .unwrap();
+    let variants: Vec<&str> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["variant"].as_str().unwrap())
+        .collect();
+    // django-default → immediate differs in journal, synchronous, txn mode,
+    // ATOMIC_REQUESTS and claim: seven runs.
+    assert_eq!(
+        variants,
+        [
+            "django-default",
+            "django-default + journal_mode=wal",
+            "django-default + synchronous=normal",
+            "django-default + txn_mode=immediate",
+            "django-default + atomic_requests=true",
+            "django-default + claim=single",
+            "immediate",
+        ]
+    );
+    let rows = v["rows"].as_array().unwrap();
+    assert!(rows[2]["cost"].as_str().unwrap().contains("durability"));
+    assert!(rows[1]["cost"].is_null());
+    // Each variant really ran with its knob: its report says so.
+    let settings = |i: usize| -> serde_json::Value {
+        let r: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("a/{i:02}/report.json"))).unwrap(),
+        )
+        .unwrap();
+        r["settings"].clone()
+    };
+    assert_eq!(settings(1)["journal_mode"], "delete");
+    assert_eq!(settings(2)["journal_mode"], "wal");
+    assert_eq!(settings(3)["synchronous"], "normal");
+    assert_eq!(settings(4)["txn_mode"], "immediate");
+    assert_eq!(settings(4)["journal_mode"], "delete", "one knob at a time");
+    assert_eq!(settings(5)["atomic_requests"], true);
+    assert_eq!(settings(6)["claim"], "single");
+    assert!(width(&stdout) <= 120, "{stdout}");
 }
