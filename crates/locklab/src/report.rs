@@ -74,6 +74,15 @@ pub struct Report {
     /// they all hold).
     #[serde(default)]
     pub identity_violations: Vec<String>,
+    /// The load window, in seconds: the loadgen's measured load (the same
+    /// figure as `duration_s`; added field).
+    #[serde(default)]
+    pub load_s: f64,
+    /// Which window each figure of `processes[]` covers: `load` (from the
+    /// load's start to the drain) or `run` (the process's whole life, the drain
+    /// included; added field).
+    #[serde(default)]
+    pub windows: BTreeMap<String, String>,
     /// Wall-clock µs when the load ended and the drain began (added field).
     #[serde(default)]
     pub load_end_us: Option<i64>,
@@ -88,6 +97,26 @@ pub struct Report {
     /// How that witness sampled (added field; null when it did not run).
     #[serde(default)]
     pub witness: Option<crate::who::witness::Witness>,
+}
+
+/// The window of each figure, for `Report::windows`.
+pub fn figure_windows() -> BTreeMap<String, String> {
+    [
+        ("rows_per_s", "load"),
+        ("lock_wait_share", "load"),
+        ("rows_in_load", "load"),
+        ("ops", "run"),
+        ("ok", "run"),
+        ("gave_up", "run"),
+        ("rolled_back", "run"),
+        ("failed", "run"),
+        ("rows_committed", "run"),
+        ("latency_ms", "run"),
+        ("stalls", "run"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 impl Report {

@@ -624,6 +624,8 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         identity_violations: Vec::new(),
         holders_at_failures: crate::holders::at_failures(&traces),
         load_end_us: Some(load_end_us),
+        load_s: load_elapsed.as_secs_f64(),
+        windows: report::figure_windows(),
         holders: Vec::new(),
         witness: None,
     };
