@@ -1,7 +1,9 @@
-"""`manage.py ingest N`: N event writes, each its own autocommit insert, and
-every 30th write in an atomic() block that stays open for 0.5 s (longer than
-the timeout) after its insert, as an ingester holding a transaction across
-real time. Prints one JSON line: the process's own tally."""
+"""`manage.py ingest N`: N event writes, each its own autocommit insert, except
+every 30th, whose transaction stays open for 0.5 s (longer than the timeout)
+after its insert, as an ingester holding a transaction across real time:
+alternately an atomic() block, and a manual-mode transaction
+(set_autocommit(False), then set_autocommit(True) commits: Toaster's sync).
+Prints one JSON line: the process's own tally."""
 
 import json
 import os
@@ -28,13 +30,29 @@ class Command(BaseCommand):
         t = Timer()
         for seq in range(events):
             try:
-                if seq % 30 == 15:
+                if seq % 60 == 15:
                     with transaction.atomic():
                         t.at("insert")
                         Event.objects.create(seq=seq, text="held")
                         held_from = time.time()
                         time.sleep(hold)
                         t.at("commit")
+                    holds.append((held_from, time.time()))
+                elif seq % 60 == 45:
+                    # manual mode, as Toaster's buildinfohelper: the insert opens
+                    # sqlite3's implicit transaction, set_autocommit(True) commits
+                    transaction.set_autocommit(False)
+                    try:
+                        t.at("insert")
+                        Event.objects.create(seq=seq, text="held, manual")
+                        held_from = time.time()
+                        time.sleep(hold)
+                        t.at("commit")
+                        transaction.set_autocommit(True)
+                    except BaseException:
+                        transaction.rollback()
+                        transaction.set_autocommit(True)
+                        raise
                     holds.append((held_from, time.time()))
                 else:
                     t.at("insert")
