@@ -16,6 +16,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY migrations ./migrations
+# `locklab advise` embeds these snippets.
+COPY advice ./advice
 # --locked: build exactly the committed Cargo.lock.
 RUN ["cargo", "build", "--release", "--workspace", "--locked"]
 

@@ -7,6 +7,7 @@
 //! the matrix chart; ureq for blocking HTTP (no async runtime in a CLI).
 
 pub mod ablate;
+pub mod advise;
 pub mod check;
 pub mod holders;
 pub mod http;
@@ -66,6 +67,9 @@ pub enum Command {
     Matrix(MatrixArgs),
     /// Print the presets: their knobs and what to expect.
     Presets(PresetsArgs),
+    /// What to change in your own stack, as code to paste, for the failure
+    /// classes of a run (or for all of them).
+    Advise(AdviseArgs),
     /// Print a run's table again, or build it from running daemons.
     Report(ReportArgs),
     /// Check a database's invariants (lost, duplicated, double-claimed...).
@@ -297,6 +301,23 @@ pub struct LoadgenArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AdviseArgs {
+    /// Advice for this Django version: 4.2, or 5.1 and later (5.1, 5.2).
+    #[arg(long, value_name = "VERSION", conflicts_with = "rails")]
+    pub django: Option<String>,
+    /// Advice for Rails (8).
+    #[arg(long, value_name = "VERSION")]
+    pub rails: Option<String>,
+    /// Also explain Toaster's patched save (shown anyway for a toaster run).
+    #[arg(long)]
+    pub toaster: bool,
+    /// A run's folder or report.json: advise for the classes it failed with.
+    /// Without it, for every lock class.
+    #[arg(value_name = "REPORT")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct PresetsArgs {
     /// Also show what the tests assert and what else was measured, one column
     /// each (wider than 120 columns).
@@ -506,6 +527,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Migrate(_) => cmd_migrate(sub),
         Command::Run(a) => cmd_run(&a, sub),
         Command::Matrix(a) => cmd_matrix(&a, sub),
+        Command::Advise(a) => cmd_advise(&a),
         Command::Presets(a) => {
             print_presets(a.long);
             Ok(ExitCode::SUCCESS)
@@ -658,6 +680,49 @@ fn cmd_ablate(a: &MatrixArgs, m: &ArgMatches, pair: &str) -> anyhow::Result<Exit
         a.out.join("ablation.md").display(),
         a.out.join("ablation.json").display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_advise(a: &AdviseArgs) -> anyhow::Result<ExitCode> {
+    let stack = match (&a.django, &a.rails) {
+        (Some(v), _) => advise::Stack::parse_django(v).map_err(anyhow::Error::msg)?,
+        (None, Some(v)) if v.trim() == "8" || v.trim().starts_with("8.") => advise::Stack::Rails8,
+        (None, Some(v)) => bail!("Rails {v:?}: advice exists for Rails 8"),
+        (None, None) => {
+            eprintln!(
+                "locklab advise: no stack given: showing Django 5.1+; pass --django 4.2 or --rails 8"
+            );
+            advise::Stack::Django51
+        }
+    };
+    let all: std::collections::BTreeSet<schema::error::LockClass> = [
+        schema::error::LockClass::BusyUpgrade,
+        schema::error::LockClass::BusySnapshot,
+        schema::error::LockClass::BusyTimeout,
+    ]
+    .into_iter()
+    .collect();
+    let (classes, toaster) = match &a.report {
+        Some(p) => {
+            let path = if p.is_dir() {
+                p.join("report.json")
+            } else {
+                p.clone()
+            };
+            let r = report::Report::read(&path)?;
+            let classes = advise::classes_of(&r);
+            if classes.is_empty() {
+                println!(
+                    "{}: no busy_upgrade, busy_snapshot or busy_timeout in this run: nothing to advise.",
+                    path.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            (classes, a.toaster || r.settings.retry == "toaster")
+        }
+        None => (all, a.toaster),
+    };
+    print!("{}", advise::render(&classes, stack, toaster));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -630,6 +630,18 @@ when a later step fails, and keeps the Build row).",
     for v in r.check_identities() {
         lines.push(format!("counting: identity does not hold: {v}."));
     }
+    if r.processes.iter().any(|p| {
+        p.failed_of(LockClass::BusyUpgrade)
+            + p.failed_of(LockClass::BusySnapshot)
+            + p.failed_of(LockClass::BusyTimeout)
+            > 0
+    }) {
+        lines.push(
+            "advise: `locklab advise --django 4.2 DIR` (or 5.1, 5.2, --rails 8) prints these \
+remedies as code to paste, each with its cost; scripts/test-advice runs them."
+                .to_string(),
+        );
+    }
     lines
 }
 

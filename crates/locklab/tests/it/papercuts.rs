@@ -83,6 +83,12 @@ fn run_output_fits_120_columns_and_names_the_holder() {
         })
         .unwrap_or(false);
     assert!(re_ok, "{holder_line}");
+    assert!(
+        verdict
+            .iter()
+            .any(|l| l.starts_with("advise: `locklab advise")),
+        "the verdict ends with a pointer to advise: {verdict:#?}"
+    );
 
     // The same run's traces alone, as the recorder's would be read.
     let out = locklab(&["report", "--traces", "r", "--json"], dir.path());
@@ -287,4 +293,34 @@ fn ablation_changes_one_knob_at_a_time() {
     assert_eq!(settings(5)["atomic_requests"], true);
     assert_eq!(settings(6)["claim"], "single");
     assert!(width(&stdout) <= 120, "{stdout}");
+}
+
+/// `locklab advise`: the snippets of the stack, for the classes asked.
+#[test]
+fn advise_prints_the_stacks_snippets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = locklab(&["advise", "--django", "4.2"], dir.path());
+    let (stdout, _) = text(&out);
+    assert!(out.status.success());
+    for needle in [
+        "advice/django-4.2/backend/base.py",
+        "advice/django/guarded_claim.py",
+        "advice/django-4.2/wal.py",
+        "busy_snapshot",
+    ] {
+        assert!(stdout.contains(needle), "{needle} in:\n{stdout}");
+    }
+    assert!(
+        !stdout.contains("settings_immediate.py"),
+        "no 5.1 settings for 4.2"
+    );
+    let out = locklab(&["advise", "--django", "5.2"], dir.path());
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("transaction_mode"), "{stdout}");
+    let out = locklab(&["advise", "--django", "3.2"], dir.path());
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("4.2"), "{stderr}");
+    let out = locklab(&["advise", "--rails", "8"], dir.path());
+    assert!(text(&out).0.contains("database.yml"));
 }
