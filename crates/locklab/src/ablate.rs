@@ -191,19 +191,24 @@ pub fn table(rows: &[Row]) -> Table {
         .set_width(120)
         .set_header(vec![
             "variant",
-            "busy\\nupgrade",
-            "busy\\nsnapshot",
-            "busy\\ntimeout",
+            "busy\nupgrade",
+            "busy\nsnapshot",
+            "busy\ntimeout",
             "other",
-            "gave\\nup",
-            "requests\\nok",
+            "gave\nup",
+            "requests\nok",
             "rows/s",
-            "webui\\np99 ms",
+            "webui\np99 ms",
         ]);
     for r in rows {
-        let variant = match &r.cost {
-            Some(c) => format!("{}\\n({c})", r.variant),
+        // "FROM + knob=value" reads as "+ knob=value" under FROM's row.
+        let label = match r.variant.split_once(" + ") {
+            Some((_, knob)) => format!("+ {knob}"),
             None => r.variant.clone(),
+        };
+        let variant = match &r.cost {
+            Some(c) => format!("{label}\n({c})"),
+            None => label,
         };
         t.add_row(vec![
             Cell::new(variant),
