@@ -290,16 +290,20 @@ pub fn render_with_os(
                     .set("stroke", "#555"),
             )
             .add(
-                Text::new(format!("{t:.0}"))
-                    .set("x", tx)
-                    .set("y", axis_y + 17.0)
-                    .set("text-anchor", "middle"),
+                Text::new(if step < 1.0 {
+                    format!("{t:.1}")
+                } else {
+                    format!("{t:.0}")
+                })
+                .set("x", tx)
+                .set("y", axis_y + 17.0)
+                .set("text-anchor", "middle"),
             );
         t += step;
     }
     doc = doc.add(
         Text::new("time (s)")
-            .set("x", LEFT - 10.0)
+            .set("x", LEFT - 16.0)
             .set("y", axis_y + 17.0)
             .set("text-anchor", "end"),
     );
@@ -315,12 +319,16 @@ pub fn render_with_os(
                     .set("stroke", LOAD_END_COLOR)
                     .set("stroke-dasharray", "4 3"),
             )
-            .add(
+            .add({
+                // Keep the label inside the picture: left of the line near
+                // the right edge.
+                let right = x(end) > WIDTH - 200.0;
                 Text::new("load ends, drain begins")
-                    .set("x", x(end) + 4.0)
+                    .set("x", if right { x(end) - 4.0 } else { x(end) + 4.0 })
                     .set("y", TOP - 10.0)
-                    .set("fill", LOAD_END_COLOR),
-            );
+                    .set("text-anchor", if right { "end" } else { "start" })
+                    .set("fill", LOAD_END_COLOR)
+            });
     }
     let legend_y = axis_y + 45.0;
     let mut lx = LEFT;
