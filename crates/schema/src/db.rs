@@ -384,6 +384,21 @@ impl Hook {
         }
     }
 
+    /// The connection waits while it holds the write lock (to commit): the
+    /// hold began when it got RESERVED, at the end of the statement's last
+    /// earlier wait, or at the statement's start if it did not wait for it;
+    /// unless something earlier was noted.
+    fn note_holding_while_waiting(&self) {
+        let started = {
+            let st = lock(&self.stmt);
+            st.last_wake_wall.unwrap_or(st.started_wall)
+        };
+        let mut acquired = lock(&self.acquired);
+        if acquired.is_none() {
+            *acquired = Some(started);
+        }
+    }
+
     fn record(&self) -> BusyRecord {
         let st = lock(&self.stmt);
         BusyRecord {
@@ -423,11 +438,33 @@ impl PartialEq for StopFlag {
     }
 }
 
+/// The busy handler's context: the hook, and the handle it waits for (to ask
+/// whether that connection already holds the write lock while it waits).
+struct BusyCtx {
+    hook: *const Hook,
+    db: *mut ffi::sqlite3,
+}
+
 unsafe extern "C" fn busy_handler(ctx: *mut c_void, count: c_int) -> c_int {
-    // SAFETY: ctx is the Box<Hook> owned by the LabConn whose handle is calling;
-    // the handle is closed before the Box is dropped.
-    let hook = unsafe { &*(ctx as *const Hook) };
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.on_busy(count))).unwrap_or(0)
+    // SAFETY: ctx is the BusyCtx owned by the LabConn whose handle is calling;
+    // the handle is closed before the context is dropped.
+    let ctx = unsafe { &*(ctx as *const BusyCtx) };
+    // SAFETY: as above, for the hook inside it.
+    let hook = unsafe { &*ctx.hook };
+    // A connection that holds RESERVED and waits to commit (for PENDING, then
+    // EXCLUSIVE) holds the write lock during the whole wait, even if its
+    // statement then fails: its hold began when its write statement did.
+    // SAFETY: the handle is live; sqlite3_txn_state only reads its state (the
+    // db mutex is recursive, and held by the caller).
+    let writing =
+        unsafe { ffi::sqlite3_txn_state(ctx.db, std::ptr::null()) == ffi::SQLITE_TXN_WRITE };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if writing {
+            hook.note_holding_while_waiting();
+        }
+        hook.on_busy(count)
+    }))
+    .unwrap_or(0)
 }
 
 unsafe extern "C" fn trace_hook(
@@ -532,6 +569,13 @@ impl Instrumentation for CodeCapture {
     }
 }
 
+/// The busy handler's context, boxed beside the connection.
+struct BusyCtxBox(BusyCtx);
+
+// SAFETY: the pointers target the LabConn's own hook and handle, which move
+// with it and are used only by the thread holding the LabConn.
+unsafe impl Send for BusyCtxBox {}
+
 /// The raw handle of a live connection. Used only by the thread that owns the
 /// `LabConn`.
 #[derive(Debug)]
@@ -552,6 +596,8 @@ pub struct LabConn {
     // dropped before the hook that the handle's callbacks point to.
     conn: SqliteConnection,
     raw: RawDb,
+    /// The busy handler's context: kept alive as long as the handle.
+    _busy_ctx: Box<BusyCtxBox>,
     hook: Box<Hook>,
     policy: Arc<Policy>,
     /// Django's manual-transaction mode (autocommit off, as Toaster's
@@ -708,10 +754,15 @@ impl LabConn {
         }
         let hook = Box::new(Hook::new(policy.busy_timeout, policy.stop.clone()));
         let ctx = &*hook as *const Hook as *mut c_void;
-        // SAFETY: raw is the live handle of `conn`, opened on this thread; ctx
-        // outlives it (see the field order of LabConn).
+        let busy_ctx = Box::new(BusyCtxBox(BusyCtx {
+            hook: &*hook as *const Hook,
+            db: raw,
+        }));
+        let busy_ptr = &busy_ctx.0 as *const BusyCtx as *mut c_void;
+        // SAFETY: raw is the live handle of `conn`, opened on this thread; the
+        // contexts outlive it (see the field order of LabConn).
         let rc = unsafe {
-            let rc = ffi::sqlite3_busy_handler(raw, Some(busy_handler), ctx);
+            let rc = ffi::sqlite3_busy_handler(raw, Some(busy_handler), busy_ptr);
             if rc == ffi::SQLITE_OK {
                 ffi::sqlite3_trace_v2(
                     raw,
@@ -737,6 +788,7 @@ impl LabConn {
         let mut lab = LabConn {
             conn,
             raw: RawDb(raw),
+            _busy_ctx: busy_ctx,
             hook,
             policy,
             manual: false,
