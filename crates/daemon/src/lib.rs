@@ -13,7 +13,6 @@
 mod config;
 mod server;
 pub mod spawn;
-pub mod testkit;
 pub mod wake;
 
 pub use config::*;

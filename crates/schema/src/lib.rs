@@ -25,7 +25,6 @@ pub mod error;
 pub mod migrate;
 pub mod models;
 pub mod ops;
-pub mod plant;
 pub mod schema;
 pub mod settings;
 pub mod stats;

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use buildinfohelper::Step;
-use daemon::testkit::wait_for;
 use schema::models::{BuildEvent, BuildRequest, Project};
 use schema::settings::{CommitPolicy, JournalMode, RetryPolicy, TxnMode};
 use schema::{Outcome, RequestState};
+use testkit::wait_for;
 
 use crate::*;
 

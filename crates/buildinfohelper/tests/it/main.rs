@@ -13,13 +13,13 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use buildinfohelper::Ingester;
-use daemon::testkit::TestLab;
 use schema::db::{LabConn, Policy, Tx};
 use schema::models::{Build, BuildEvent, BuildRequest, Needs, NewRequest, Project};
 use schema::settings::{CommitPolicy, JournalMode, RetryPolicy, TxnMode};
 use schema::strategy::claim::{self, ClaimCtx, Claimed, Step as ClaimStep};
 use schema::stream::generate;
 use schema::{BuildId, Lab, TxError};
+use testkit::TestLab;
 
 /// Contention tests and real daemons run one at a time: two of them at once on
 /// two cores distort each other.
@@ -77,7 +77,7 @@ pub fn claimed_build(conn: &mut LabConn, seed: i64) -> Claimed {
         panic!("nothing to claim: {step:?}");
     };
     write(conn, |tx| {
-        Ok(schema::plant::set_seed(tx.conn(), claimed.build, seed)?)
+        Ok(testkit::plant::set_seed(tx.conn(), claimed.build, seed)?)
     });
     claimed
 }

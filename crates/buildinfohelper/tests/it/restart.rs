@@ -6,10 +6,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use daemon::spawn::SIGKILL;
-use daemon::testkit::wait_for;
 use schema::models::{Build, BuildEvent, BuildRequest};
 use schema::settings::{JournalMode, RetryPolicy};
 use schema::{Outcome, RequestState};
+use testkit::wait_for;
 
 use crate::*;
 

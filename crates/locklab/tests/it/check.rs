@@ -60,20 +60,21 @@ fn check_finds_planted_violations() {
         .collect();
     assert!(builds.len() >= 2, "the run completed builds");
     let (a, b) = (&builds[0], &builds[1]);
-    assert_eq!(schema::plant::delete_event(c, a.id, 3).unwrap(), 1);
+    assert_eq!(testkit::plant::delete_event(c, a.id, 3).unwrap(), 1);
     assert_eq!(
-        schema::plant::change_payload(c, b.id, 4, "{\"tampered\":true}").unwrap(),
+        testkit::plant::change_payload(c, b.id, 4, "{\"tampered\":true}").unwrap(),
         1
     );
     let booked = Booking::all(c).unwrap();
     let first = &booked[0];
     assert_eq!(
-        schema::plant::overlapping_booking(c, first.environment_id, b.request_id.unwrap()).unwrap(),
+        testkit::plant::overlapping_booking(c, first.environment_id, b.request_id.unwrap())
+            .unwrap(),
         1
     );
     let free = Environment::all(c).unwrap().into_iter().last().unwrap();
-    assert_eq!(schema::plant::leak_environment(c, free.id).unwrap(), 1);
-    let second = schema::plant::second_build(c, a.request_id.unwrap()).unwrap();
+    assert_eq!(testkit::plant::leak_environment(c, free.id).unwrap(), 1);
+    let second = testkit::plant::second_build(c, a.request_id.unwrap()).unwrap();
     drop(conn);
 
     let (ok, v) = json_check(dir.path(), "r/locklab.sqlite3", Some("r/loadgen.jsonl"));
@@ -140,7 +141,7 @@ fn check_counts_planted_http_rows() {
     let target = DbTarget::Sqlite(dir.path().join("db.sqlite3"));
     let mut conn = LabConn::open(&target, Arc::new(Policy::default()), false).unwrap();
     let c = conn.diesel();
-    use schema::plant::{delete_request, request_row};
+    use testkit::plant::{delete_request, request_row};
     // ok: promised and stored once.
     let fine = request_row(c, Some("fine")).unwrap();
     // lost: promised, then gone (deleted last, so that its rowid is not reused).

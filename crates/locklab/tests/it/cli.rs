@@ -105,7 +105,7 @@ fn bad_input_is_refused_clearly() {
 fn missing_daemon_binaries_say_how_to_build_them() {
     let dir = tempfile::tempdir().unwrap();
     let lonely = dir.path().join("locklab");
-    std::fs::copy(daemon::testkit::binary_path("locklab").unwrap(), &lonely).unwrap();
+    std::fs::copy(testkit::binary_path("locklab").unwrap(), &lonely).unwrap();
     let out = std::process::Command::new(&lonely)
         .args(["run", "--duration", "1s", "--out"])
         .arg(dir.path().join("o"))

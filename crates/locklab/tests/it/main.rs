@@ -23,7 +23,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// `locklab ARGS` with none of the caller's LAB_* or demo variables.
 pub fn locklab(args: &[&str], cwd: &Path) -> Output {
-    let bin = daemon::testkit::binary_path("locklab").unwrap();
+    let bin = testkit::binary_path("locklab").unwrap();
     let mut cmd = Command::new(bin);
     for v in daemon::spawn::setting_variables() {
         cmd.env_remove(v);

@@ -3,5 +3,5 @@
 
 #[test]
 fn webui_refuses_bad_files() {
-    daemon::testkit::assert_refuses_bad_files("webui").unwrap();
+    testkit::assert_refuses_bad_files("webui").unwrap();
 }

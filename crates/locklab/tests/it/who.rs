@@ -14,9 +14,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use daemon::testkit::{post_json, wait_for, TestLab};
 use locklab::who::{snapshot, LiveEvent, ProbeMode, Sampler, SamplerOptions, WriteMode};
 use schema::settings::JournalMode;
+use testkit::{post_json, wait_for, TestLab};
 
 use crate::{locklab, serial, text, SMALL_LOAD};
 
@@ -336,7 +336,7 @@ fn a_holder_in_another_pid_namespace_is_counted_as_unseen_and_explained() {
     let db = python_db(dir.path(), false);
     let mut py = PyHolder::start(&db);
     py.run("BEGIN EXCLUSIVE");
-    let bin = daemon::testkit::binary_path("locklab").unwrap();
+    let bin = testkit::binary_path("locklab").unwrap();
     for probe in ["getlk", "proc"] {
         let out = Command::new("unshare")
             .args([
@@ -425,7 +425,7 @@ fn run_names_a_foreign_holder_in_report_verdict_and_timeline() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
-    let bin = daemon::testkit::binary_path("locklab").unwrap();
+    let bin = testkit::binary_path("locklab").unwrap();
     let mut cmd = Command::new(bin);
     for v in daemon::spawn::setting_variables() {
         cmd.env_remove(v);

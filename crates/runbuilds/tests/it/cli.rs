@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use clap::CommandFactory;
-use daemon::testkit::binary_path;
+use testkit::binary_path;
 
 use crate::*;
 
@@ -42,5 +42,5 @@ fn clap_definition_is_consistent() {
 #[test]
 fn refuses_missing_empty_text_and_unmigrated_files() {
     let _serial = serial();
-    daemon::testkit::assert_refuses_bad_files(BINARY).unwrap();
+    testkit::assert_refuses_bad_files(BINARY).unwrap();
 }

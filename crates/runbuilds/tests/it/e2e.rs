@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use daemon::spawn::{Child, SIGUSR1};
-use daemon::testkit::{get, post_json, wait_for};
 use schema::models::{Booking, Build, BuildRequest, Environment, Needs};
 use schema::settings::{JournalMode, TxnMode};
 use schema::stats::ProcessReport;
 use schema::{Outcome, RequestState};
+use testkit::{get, post_json, wait_for};
 
 use crate::*;
 

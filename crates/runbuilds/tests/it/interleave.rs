@@ -6,12 +6,12 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use daemon::testkit::wait_for;
 use runbuilds::{Plan, Step};
 use schema::db::process_lock_wait;
 use schema::models::{Booking, Build, Environment};
 use schema::settings::{ClaimStrategy, JournalMode, TxnMode};
 use schema::{LockClass, OpError, RequestState};
+use testkit::wait_for;
 
 use crate::*;
 

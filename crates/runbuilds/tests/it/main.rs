@@ -13,12 +13,12 @@ mod interleave;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use daemon::testkit::TestLab;
 use runbuilds::Scheduler;
 use schema::db::{LabConn, Policy, Tx};
 use schema::models::{Booking, Build, BuildRequest, Environment, Needs, NewRequest, Project};
 use schema::settings::{ClaimStrategy, JournalMode, RetryPolicy, TxnMode};
 use schema::{Lab, RequestId, TxError};
+use testkit::TestLab;
 
 /// The environments of every test: 3 qemux86 and 2 qemuarm.
 pub const ENVIRONMENTS: &str = "qemux86:3,qemuarm:2";

@@ -3,9 +3,9 @@
 //! no build_request row, no project row for the rejected name, and no
 //! create_request operation counted (a rejected request is not an op).
 
-use daemon::testkit::{get, post_json, send};
 use schema::settings::JournalMode;
 use serde_json::json;
+use testkit::{get, post_json, send};
 
 use crate::{assert_json_error, raw, Web};
 

@@ -1,10 +1,10 @@
 //! The create view's answer and what it stores.
 
-use daemon::testkit::{get, post_json, send};
 use schema::models::{BuildRequest, Needs, Project};
 use schema::settings::JournalMode;
 use schema::types::{RequestId, RequestState};
 use serde_json::json;
+use testkit::{get, post_json, send};
 
 use crate::Web;
 

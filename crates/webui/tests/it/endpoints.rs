@@ -1,10 +1,10 @@
 //! The read endpoints, cancel, drain, and the daemon's common endpoints.
 
-use daemon::testkit::{get, post_json, send};
 use schema::models::BuildRequest;
 use schema::settings::JournalMode;
 use schema::types::{RequestId, RequestState};
 use serde_json::json;
+use testkit::{get, post_json, send};
 
 use crate::lock::CLASSES;
 use crate::{assert_json_error, Web};

@@ -6,11 +6,11 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use daemon::testkit::{get, post_json, wait_for};
 use schema::db::{LabConn, Policy};
 use schema::models::Project;
 use schema::settings::{JournalMode, TxnMode};
 use serde_json::json;
+use testkit::{get, post_json, wait_for};
 
 use crate::{serial, Web};
 

@@ -18,10 +18,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use daemon::spawn::Child;
-use daemon::testkit::{get, Answer, TestLab};
 use schema::db::{LabConn, Policy};
 use schema::models::{BuildRequest, Project};
 use schema::settings::JournalMode;
+use testkit::{get, Answer, TestLab};
 
 /// The environments every test registers: 3 qemux86 and 2 qemuarm.
 pub const ENVIRONMENTS: &str = "qemux86:3,qemuarm:2";

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use daemon::spawn::SIGTERM;
-use daemon::testkit::{get, post_json, send, wait_for};
 use schema::settings::JournalMode;
 use serde_json::json;
+use testkit::{get, post_json, send, wait_for};
 
 use crate::lock::{hold_write_lock, CLASSES};
 use crate::{serial, Web};

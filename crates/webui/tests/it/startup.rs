@@ -1,7 +1,7 @@
 //! The read-only startup check: webui refuses a file it cannot serve, in one
 //! clear line, exits non-zero, and creates or changes nothing.
 
-use daemon::testkit::start;
+use testkit::start;
 
 /// Starts webui on `db` and returns its refusal (the last lines of its log).
 fn refusal(dir: &std::path::Path, db: &std::path::Path) -> String {

@@ -1,13 +1,13 @@
 //! Planted violations: named operations that break one invariant each, so that
-//! tests (and a curious user) can see `locklab check` find them. Nothing in the
-//! lab calls these while it runs.
+//! tests can see `locklab check` find them. A dev-only crate: nothing in the
+//! lab's binaries can call these.
 
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 
-use crate::models::{Booking, Build};
-use crate::schema::{booking, build_environment, build_event};
-use crate::types::{now_micros, BuildId, EnvironmentId, LockState, RequestId};
+use schema::models::{Booking, Build};
+use schema::schema::{booking, build_environment, build_event};
+use schema::types::{now_micros, BuildId, EnvironmentId, LockState, RequestId};
 
 /// Deletes one stored event (check: lost).
 pub fn delete_event(conn: &mut SqliteConnection, build: BuildId, seq: i32) -> QueryResult<usize> {
@@ -73,8 +73,8 @@ pub fn leak_environment(conn: &mut SqliteConnection, env: EnvironmentId) -> Quer
 /// Gives a request a second, completed build (check: double_claimed).
 pub fn second_build(conn: &mut SqliteConnection, request: RequestId) -> QueryResult<BuildId> {
     let id = Build::create(conn, request, "planted", 7, now_micros())?;
-    diesel::update(crate::schema::build::table.filter(crate::schema::build::id.eq(id)))
-        .set(crate::schema::build::completed_at.eq(Some(now_micros())))
+    diesel::update(schema::schema::build::table.filter(schema::schema::build::id.eq(id)))
+        .set(schema::schema::build::completed_at.eq(Some(now_micros())))
         .execute(conn)?;
     Ok(id)
 }
@@ -82,13 +82,13 @@ pub fn second_build(conn: &mut SqliteConnection, request: RequestId) -> QueryRes
 /// Forgets every applied migration, as if the file were behind this build's
 /// migrations (the daemons must then refuse it).
 pub fn forget_migrations(conn: &mut SqliteConnection) -> QueryResult<usize> {
-    diesel::sql_query(format!("DELETE FROM {}", crate::migrate::MIGRATIONS_TABLE)).execute(conn)
+    diesel::sql_query(format!("DELETE FROM {}", schema::migrate::MIGRATIONS_TABLE)).execute(conn)
 }
 
 /// Sets a build's seed (tests that need a known stream).
 pub fn set_seed(conn: &mut SqliteConnection, build: BuildId, seed: i64) -> QueryResult<usize> {
-    diesel::update(crate::schema::build::table.filter(crate::schema::build::id.eq(build)))
-        .set(crate::schema::build::seed.eq(Some(seed)))
+    diesel::update(schema::schema::build::table.filter(schema::schema::build::id.eq(build)))
+        .set(schema::schema::build::seed.eq(Some(seed)))
         .execute(conn)
 }
 
@@ -98,12 +98,12 @@ pub fn request_row(
     conn: &mut SqliteConnection,
     client_request_id: Option<&str>,
 ) -> QueryResult<RequestId> {
-    let project = crate::models::Project::get_or_create(conn, "planted")?;
-    crate::models::BuildRequest::create(
+    let project = schema::models::Project::get_or_create(conn, "planted")?;
+    schema::models::BuildRequest::create(
         conn,
-        &crate::models::NewRequest {
+        &schema::models::NewRequest {
             project_id: project,
-            needs: &crate::models::Needs::default(),
+            needs: &schema::models::Needs::default(),
             priority: 0,
             submitted_by: "planted",
             client_request_id,
@@ -114,5 +114,5 @@ pub fn request_row(
 
 /// Deletes a request row (check: a row a 2xx promised is lost).
 pub fn delete_request(conn: &mut SqliteConnection, id: RequestId) -> QueryResult<usize> {
-    crate::models::BuildRequest::delete(conn, id)
+    schema::models::BuildRequest::delete(conn, id)
 }

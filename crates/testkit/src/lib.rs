@@ -1,7 +1,10 @@
-//! Helpers for the end-to-end tests of the daemon crates and the CLI, kept in
-//! one place so that four test binaries do not each repeat them: a migrated
-//! SQLite file in a temp dir, a daemon started on it with a clean environment,
-//! polling with a deadline (never fixed sleeps), and small HTTP calls.
+//! Helpers for the tests of every crate, kept in one dev-only crate so that no
+//! daemon binary carries them (STYLE.md) and five test binaries do not each
+//! repeat them: a migrated SQLite file in a temp dir, a daemon started on it
+//! with a clean environment, polling with a deadline (never fixed sleeps),
+//! small HTTP calls, and planted violations ([`plant`]).
+
+pub mod plant;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,7 @@ use anyhow::{bail, Context};
 use schema::db::{DbTarget, LabConn, Policy};
 use schema::settings::{parse_environments, JournalMode};
 
-use crate::spawn::{bin_dir, setting_variables, spawn, Child, Spec};
+use daemon::spawn::{bin_dir, setting_variables, spawn, Child, Spec};
 
 /// A real, migrated SQLite file in its own temp dir, with room for logs.
 pub struct TestLab {
@@ -294,7 +297,7 @@ pub fn assert_refuses_bad_files(binary: &str) -> anyhow::Result<()> {
     // Migrated, then its migrations forgotten: every migration is pending.
     let lab = TestLab::new(JournalMode::Delete, "qemux86:1")?;
     let mut conn = lab.conn(Policy::default())?;
-    schema::plant::forget_migrations(conn.diesel())?;
+    crate::plant::forget_migrations(conn.diesel())?;
     drop(conn);
     refuses(binary, &lab.db, lab.path(), "pending")
 }
