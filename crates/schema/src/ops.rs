@@ -341,6 +341,38 @@ impl<'a> Op<'a> {
         }
     }
 
+    /// Commits a transaction [`LabConn::begin`] left open (a claim split over
+    /// two calls). Not retried; a failure is counted and rolled back.
+    pub fn commit_open(&mut self, conn: &mut LabConn) -> Result<(), OpError> {
+        let started = crate::types::now_micros();
+        let txn = conn.txn_id();
+        let before = conn.total_lock_wait();
+        let result = conn.commit();
+        self.lock_waited(conn, before);
+        let times = AttemptTimes {
+            started,
+            acquired: None,
+            ended: crate::types::now_micros(),
+            txn,
+            nested: false,
+        };
+        match result {
+            Ok(committed) => {
+                self.committed(&committed);
+                self.trace_ok(&times, "txn");
+                Ok(())
+            }
+            Err(e) => {
+                self.lab.trace(
+                    self.name,
+                    Attempt::failed("txn", &times, &e, self.attempt + 1),
+                );
+                self.after_failure(conn, &e, Call::Statement)?;
+                Err(OpError::Db(e))
+            }
+        }
+    }
+
     /// Django's manual-mode sync: COMMIT if a transaction is open. A failed
     /// COMMIT is counted, not retried, and leaves the transaction open; the
     /// open transaction is tracked as a stall while its commits keep failing.

@@ -98,11 +98,9 @@ impl Claim for Single {
     /// Continues the transaction [`Single::read`] left open, then commits.
     fn write(&self, ctx: &ClaimCtx, conn: &mut LabConn, plan: Plan) -> Result<Step, OpError> {
         let result = ctx.lab.op("claim", |op| {
-            let step = op.autocommit(conn, |tx| write_plan(ctx, tx, plan.clone()));
-            if step.is_ok() {
-                conn.commit()?;
-            }
-            step
+            let step = op.autocommit(conn, |tx| write_plan(ctx, tx, plan.clone()))?;
+            op.commit_open(conn)?;
+            Ok(step)
         });
         if conn.in_transaction() {
             conn.rollback();
