@@ -46,7 +46,7 @@ use diesel::sqlite::SqliteConnection;
 use libsqlite3_sys as ffi;
 
 use crate::error::{DbError, LockClass, Phase, TxError};
-use crate::settings::{RetryPolicy, Synchronous, TxnMode};
+use crate::settings::{Synchronous, TxnMode};
 use crate::types::now_micros;
 
 /// The connection policy applied on every connection.
@@ -55,8 +55,6 @@ pub struct Policy {
     pub busy_timeout: Duration,
     pub synchronous: Synchronous,
     pub txn_mode: TxnMode,
-    pub retry: RetryPolicy,
-    pub retry_deadline: Duration,
     /// App work inside each write transaction (`LAB_TXN_WORK`), before COMMIT.
     pub txn_work: Duration,
     /// Set at shutdown: busy handlers give up and retry loops end.
@@ -69,8 +67,6 @@ impl Default for Policy {
             busy_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Full,
             txn_mode: TxnMode::Deferred,
-            retry: RetryPolicy::None,
-            retry_deadline: Duration::from_secs(30),
             txn_work: Duration::ZERO,
             stop: StopFlag::default(),
         }

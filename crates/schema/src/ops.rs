@@ -36,6 +36,7 @@ use diesel::QueryResult;
 
 use crate::db::{AttemptError, AttemptFailure, AttemptTimes, Block, Committed, LabConn, Tx};
 use crate::error::{DbError, LockClass, OpError, TxError};
+use crate::settings::RetryPolicy;
 use crate::stats::{Outcome, Stats};
 use crate::strategy::retry::{self, Call, Failure};
 use crate::trace::{Attempt, Trace};
@@ -57,6 +58,11 @@ pub struct Lab {
     /// Set when the process must not wait any longer (a grace period after
     /// the shutdown began): busy handlers give up at their next call.
     pub abandon: Arc<AtomicBool>,
+    /// What happens after a failed attempt (`LAB_RETRY`): the process's
+    /// choice, not the connection's.
+    pub retry: RetryPolicy,
+    /// How long `backoff` keeps trying one operation (`LAB_RETRY_DEADLINE`).
+    pub retry_deadline: Duration,
 }
 
 static OP_IDS: AtomicU64 = AtomicU64::new(1);
@@ -70,7 +76,16 @@ impl Lab {
             trace: None,
             stopping: Arc::new(AtomicBool::new(false)),
             abandon: Arc::new(AtomicBool::new(false)),
+            retry: RetryPolicy::None,
+            retry_deadline: Duration::from_secs(30),
         }
+    }
+
+    /// The retry policy of every operation of this process.
+    pub fn with_retry(mut self, retry: RetryPolicy, deadline: Duration) -> Lab {
+        self.retry = retry;
+        self.retry_deadline = deadline;
+        self
     }
 
     pub fn with_trace(mut self, trace: Option<Arc<Trace>>) -> Lab {
@@ -481,13 +496,12 @@ impl<'a> Op<'a> {
             self.same_class = None;
             0
         };
-        let policy = conn.policy();
         let pause = if self.lab.is_stopping() {
             None
         } else {
             retry::pause(
-                policy.retry,
-                policy.retry_deadline,
+                self.lab.retry,
+                self.lab.retry_deadline,
                 &Failure {
                     class: e.class,
                     attempt: self.attempt,

@@ -840,8 +840,6 @@ impl Knobs {
             busy_timeout: self.busy_timeout.value,
             synchronous: self.synchronous.value,
             txn_mode: self.txn_mode.value,
-            retry: self.retry.value,
-            retry_deadline: self.retry_deadline.value,
             txn_work: self.txn_work.value,
             stop: crate::db::StopFlag::default(),
         }

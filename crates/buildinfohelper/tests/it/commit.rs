@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use buildinfohelper::Step;
 use schema::models::{Booking, BuildRequest, Environment};
-use schema::settings::{CommitPolicy, JournalMode, RetryPolicy};
+use schema::settings::{CommitPolicy, JournalMode};
 use schema::stream::generate;
 use schema::{EventKind, Outcome, RequestState};
 
@@ -52,9 +52,7 @@ fn each_commit_policy_writes_exactly_the_stream() {
         CommitPolicy::Batch(7),
     ] {
         let lab = test_lab(JournalMode::Wal);
-        let mut conn = lab
-            .conn(policy(Duration::from_secs(5), RetryPolicy::None))
-            .unwrap();
+        let mut conn = lab.conn(policy(Duration::from_secs(5))).unwrap();
         let claimed = claimed_build(&mut conn, SEED);
         let ing = ingester(commit, EVENTS, Duration::ZERO);
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use buildinfohelper::Step;
 use schema::models::{BuildEvent, BuildRequest, Project};
-use schema::settings::{CommitPolicy, JournalMode, RetryPolicy, TxnMode};
+use schema::settings::{CommitPolicy, JournalMode, TxnMode};
 use schema::{Outcome, RequestState};
 use testkit::wait_for;
 
@@ -18,14 +18,10 @@ const EVENTS: u32 = 300;
 fn given_up_writes_become_holes() {
     let _serial = serial();
     let lab = test_lab(JournalMode::Wal);
-    let mut conn = lab
-        .conn(policy(Duration::from_secs(5), RetryPolicy::None))
-        .unwrap();
+    let mut conn = lab.conn(policy(Duration::from_secs(5))).unwrap();
     let claimed = claimed_build(&mut conn, 31_337);
     // The ingester: retry none, a 100 ms busy timeout, one event per commit.
-    let mut ingester_conn = lab
-        .conn(policy(Duration::from_millis(100), RetryPolicy::None))
-        .unwrap();
+    let mut ingester_conn = lab.conn(policy(Duration::from_millis(100))).unwrap();
     let ing = ingester(CommitPolicy::PerEvent, EVENTS, Duration::from_millis(5));
     // Another writer, whose BEGIN IMMEDIATE takes the write lock.
     let mut holder = lab

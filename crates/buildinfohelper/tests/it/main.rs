@@ -15,7 +15,7 @@ use std::time::Duration;
 use buildinfohelper::Ingester;
 use schema::db::{LabConn, Policy, Tx};
 use schema::models::{Build, BuildEvent, BuildRequest, Needs, NewRequest, Project};
-use schema::settings::{CommitPolicy, JournalMode, RetryPolicy, TxnMode};
+use schema::settings::{CommitPolicy, JournalMode, TxnMode};
 use schema::strategy::claim::{self, ClaimCtx, Claimed, Step as ClaimStep};
 use schema::stream::generate;
 use schema::{BuildId, Lab, TxError};
@@ -33,11 +33,10 @@ pub fn test_lab(journal: JournalMode) -> TestLab {
     TestLab::new(journal, "qemux86:3,qemuarm:2").unwrap()
 }
 
-pub fn policy(timeout: Duration, retry: RetryPolicy) -> Policy {
+pub fn policy(timeout: Duration) -> Policy {
     Policy {
         busy_timeout: timeout,
         txn_mode: TxnMode::Deferred,
-        retry,
         ..Policy::default()
     }
 }

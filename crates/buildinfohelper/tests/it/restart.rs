@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use daemon::spawn::SIGKILL;
 use schema::models::{Build, BuildEvent, BuildRequest};
-use schema::settings::{JournalMode, RetryPolicy};
+use schema::settings::JournalMode;
 use schema::{Outcome, RequestState};
 use testkit::wait_for;
 
@@ -19,9 +19,7 @@ const EVENTS: u32 = 3000;
 fn killed_mid_build_resumes_and_finishes_it() {
     let _serial = serial();
     let lab = test_lab(JournalMode::Wal);
-    let mut conn = lab
-        .conn(policy(Duration::from_secs(5), RetryPolicy::None))
-        .unwrap();
+    let mut conn = lab.conn(policy(Duration::from_secs(5))).unwrap();
     let claimed = claimed_build(&mut conn, 8_675_309);
     // synchronous=normal: WAL survives a process crash with it, and the
     // build's 3000 single-event commits skip an fsync each.

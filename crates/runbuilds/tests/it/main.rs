@@ -16,7 +16,7 @@ use std::time::Duration;
 use runbuilds::Scheduler;
 use schema::db::{LabConn, Policy, Tx};
 use schema::models::{Booking, Build, BuildRequest, Environment, Needs, NewRequest, Project};
-use schema::settings::{ClaimStrategy, JournalMode, RetryPolicy, TxnMode};
+use schema::settings::{ClaimStrategy, JournalMode, TxnMode};
 use schema::{Lab, RequestId, TxError};
 use testkit::TestLab;
 
@@ -39,7 +39,6 @@ pub fn policy(timeout: Duration, mode: TxnMode) -> Policy {
     Policy {
         busy_timeout: timeout,
         txn_mode: mode,
-        retry: RetryPolicy::None,
         ..Policy::default()
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use schema::db::{AttemptFailure, LabConn, Tx};
 use schema::error::{LockClass, TxError};
 use schema::models::Project;
-use schema::settings::{JournalMode, RetryPolicy, TxnMode};
+use schema::settings::{JournalMode, TxnMode};
 
 use crate::{policy, serial, TestDb};
 
@@ -42,8 +42,8 @@ fn failure_class(conn: &mut LabConn, name: &str) -> (LockClass, u32, Duration) {
 fn upgrade_refused(journal: JournalMode) {
     let _serial = serial();
     let db = TestDb::new(journal);
-    let mut holder = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::None));
-    let mut reader = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::None));
+    let mut holder = db.conn(policy(200, TxnMode::Deferred));
+    let mut reader = db.conn(policy(200, TxnMode::Deferred));
     hold_write_lock(&mut holder, "holder");
     let (class, calls, waited) = failure_class(&mut reader, "reader");
     assert_eq!(class, LockClass::BusyUpgrade, "journal={journal}");
@@ -69,8 +69,8 @@ fn deferred_read_then_write_is_busy_upgrade_in_wal() {
 fn stale_wal_snapshot_is_busy_snapshot() {
     let _serial = serial();
     let db = TestDb::new(JournalMode::Wal);
-    let mut other = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::None));
-    let mut conn = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::None));
+    let mut other = db.conn(policy(200, TxnMode::Deferred));
+    let mut conn = db.conn(policy(200, TxnMode::Deferred));
     let err = conn
         .write_txn("test", &mut |tx| {
             Project::count(tx.conn())?; // the snapshot starts here
@@ -97,8 +97,8 @@ fn held_write_lock_past_the_timeout_is_busy_timeout() {
     let _serial = serial();
     for journal in [JournalMode::Delete, JournalMode::Wal] {
         let db = TestDb::new(journal);
-        let mut holder = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::None));
-        let mut writer = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::None));
+        let mut holder = db.conn(policy(200, TxnMode::Deferred));
+        let mut writer = db.conn(policy(200, TxnMode::Deferred));
         assert_eq!(writer.busy_timeout(), Duration::from_millis(200));
         hold_write_lock(&mut holder, "holder");
         // a write first: the handler runs, waits the timeout, gives up
@@ -137,13 +137,13 @@ fn immediate_mode_waits_and_succeeds() {
     let _serial = serial();
     for journal in [JournalMode::Delete, JournalMode::Wal] {
         let db = TestDb::new(journal);
-        let mut conn = db.conn(policy(5000, TxnMode::Immediate, RetryPolicy::None));
+        let mut conn = db.conn(policy(5000, TxnMode::Immediate));
         let (locked_tx, locked_rx) = mpsc::channel();
         let target = db.target.clone();
         let holder = std::thread::spawn(move || {
             let mut holder = LabConn::open(
                 &target,
-                std::sync::Arc::new(crate::policy(200, TxnMode::Deferred, RetryPolicy::None)),
+                std::sync::Arc::new(crate::policy(200, TxnMode::Deferred)),
                 false,
             )
             .unwrap();
@@ -160,7 +160,7 @@ fn immediate_mode_waits_and_succeeds() {
         // Another writer cannot commit between our read and our write:
         // BEGIN IMMEDIATE made us the writer before the read, so it waits for
         // us (and, with its short timeout, gives up) instead of staling us.
-        let mut other = db.conn(policy(100, TxnMode::Deferred, RetryPolicy::None));
+        let mut other = db.conn(policy(100, TxnMode::Deferred));
         let mut other_class = None;
         conn.write_txn("test", &mut |tx| {
             Project::count(tx.conn())?;
@@ -194,12 +194,7 @@ fn immediate_mode_waits_and_succeeds() {
 fn pooled_connections_on_one_thread_keep_their_own_codes() {
     let _serial = serial();
     let db = TestDb::new(JournalMode::Wal);
-    let pool = schema::db::build_pool(
-        &db.target,
-        policy(200, TxnMode::Deferred, RetryPolicy::None),
-        2,
-    )
-    .unwrap();
+    let pool = schema::db::build_pool(&db.target, policy(200, TxnMode::Deferred), 2).unwrap();
     let mut a = pool.get().unwrap();
     let mut b = pool.get().unwrap();
 
@@ -238,7 +233,7 @@ fn pooled_connections_on_one_thread_keep_their_own_codes() {
 fn constraint_violation_is_classified() {
     let _serial = serial();
     let db = TestDb::new(JournalMode::Wal);
-    let mut conn = db.conn(policy(200, TxnMode::Immediate, RetryPolicy::None));
+    let mut conn = db.conn(policy(200, TxnMode::Immediate));
     conn.execute_raw("INSERT INTO project (name, created_at) VALUES ('dup', 0)")
         .unwrap();
     let err = conn

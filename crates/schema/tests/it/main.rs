@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use schema::db::{DbTarget, LabConn, Policy};
-use schema::settings::{
-    parse_environments, JournalMode, RetryPolicy, TxnMode, DEFAULT_ENVIRONMENTS,
-};
+use schema::settings::{parse_environments, JournalMode, TxnMode, DEFAULT_ENVIRONMENTS};
 
 /// Contention tests run one at a time: two of them at once on two cores distort
 /// each other.
@@ -45,11 +43,10 @@ impl TestDb {
     }
 }
 
-pub fn policy(timeout_ms: u64, mode: TxnMode, retry: RetryPolicy) -> Policy {
+pub fn policy(timeout_ms: u64, mode: TxnMode) -> Policy {
     Policy {
         busy_timeout: Duration::from_millis(timeout_ms),
         txn_mode: mode,
-        retry,
         ..Policy::default()
     }
 }

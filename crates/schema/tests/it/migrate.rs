@@ -6,7 +6,7 @@ use schema::models::Environment;
 use schema::settings::{parse_environments, JournalMode, DEFAULT_ENVIRONMENTS};
 
 use crate::{policy, TestDb};
-use schema::settings::{RetryPolicy, TxnMode};
+use schema::settings::TxnMode;
 
 #[test]
 fn migrate_creates_everything_and_is_idempotent() {
@@ -31,7 +31,7 @@ fn migrate_creates_everything_and_is_idempotent() {
     let after = std::fs::read(target.path()).unwrap();
     assert_eq!(before, after, "a second migrate changes nothing");
     let db = TestDb { dir, target };
-    let mut conn = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::None));
+    let mut conn = db.conn(policy(200, TxnMode::Deferred));
     let all = Environment::all(conn.diesel()).unwrap();
     assert_eq!(all.iter().filter(|e| e.kind == "qemux86").count(), 3);
     assert!(all.iter().any(|e| e.name == "qemux86-64-2"));
@@ -86,7 +86,7 @@ fn startup_check_refuses_bad_files() {
             dir: tempfile::tempdir().unwrap(),
             target: target.clone(),
         };
-        let mut conn = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::None));
+        let mut conn = db.conn(policy(200, TxnMode::Deferred));
         conn.execute_raw("DELETE FROM __diesel_schema_migrations")
             .unwrap();
     }
@@ -115,7 +115,7 @@ fn migrate_refuses_foreign_files() {
             dir: tempfile::tempdir().unwrap(),
             target: target.clone(),
         };
-        let mut conn = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::None));
+        let mut conn = db.conn(policy(200, TxnMode::Deferred));
         conn.execute_raw("CREATE TABLE django_session (id INTEGER)")
             .unwrap();
     }

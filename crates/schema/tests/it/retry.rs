@@ -16,7 +16,7 @@ fn hold_for(db: &TestDb, hold: Duration) -> std::thread::JoinHandle<()> {
     let handle = std::thread::spawn(move || {
         let mut holder = schema::LabConn::open(
             &target,
-            std::sync::Arc::new(policy(200, TxnMode::Deferred, RetryPolicy::None)),
+            std::sync::Arc::new(policy(200, TxnMode::Deferred)),
             false,
         )
         .unwrap();
@@ -36,8 +36,8 @@ fn hold_for(db: &TestDb, hold: Duration) -> std::thread::JoinHandle<()> {
 fn toaster_retry_rides_out_a_long_lock() {
     let _serial = serial();
     let db = TestDb::new(JournalMode::Delete);
-    let mut conn = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::Toaster));
-    let lab = Lab::new("test");
+    let mut conn = db.conn(policy(200, TxnMode::Deferred));
+    let lab = Lab::new("test").with_retry(RetryPolicy::Toaster, Duration::from_secs(30));
     let holder = hold_for(&db, Duration::from_millis(1500));
     let result = lab.op("create_project", |op| {
         op.autocommit(&mut conn, |tx| {
@@ -62,7 +62,7 @@ fn toaster_retry_rides_out_a_long_lock() {
 fn no_retry_gives_up_with_busy_timeout() {
     let _serial = serial();
     let db = TestDb::new(JournalMode::Delete);
-    let mut conn = db.conn(policy(200, TxnMode::Deferred, RetryPolicy::None));
+    let mut conn = db.conn(policy(200, TxnMode::Deferred));
     let lab = Lab::new("test");
     let holder = hold_for(&db, Duration::from_millis(1500));
     let result = lab.op("create_project", |op| {
@@ -84,10 +84,8 @@ fn no_retry_gives_up_with_busy_timeout() {
 fn backoff_gives_up_at_its_deadline() {
     let _serial = serial();
     let db = TestDb::new(JournalMode::Delete);
-    let mut p = policy(100, TxnMode::Immediate, RetryPolicy::Backoff);
-    p.retry_deadline = Duration::from_millis(400);
-    let mut conn = db.conn(p);
-    let lab = Lab::new("test");
+    let mut conn = db.conn(policy(100, TxnMode::Immediate));
+    let lab = Lab::new("test").with_retry(RetryPolicy::Backoff, Duration::from_millis(400));
     let holder = hold_for(&db, Duration::from_millis(2000));
     let result = lab.op("create_project", |op| {
         op.write(&mut conn, |tx| {

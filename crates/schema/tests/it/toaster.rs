@@ -50,12 +50,14 @@ struct Proc {
 
 fn process(db: &TestDb, name: &str, timeout_ms: u64, retry: RetryPolicy) -> Proc {
     let trace = db.dir.path().join(format!("trace-{name}.jsonl"));
-    let lab = Lab::new(name).with_trace(Some(Arc::new(Trace::create(&trace, name).unwrap())));
+    let lab = Lab::new(name)
+        .with_trace(Some(Arc::new(Trace::create(&trace, name).unwrap())))
+        .with_retry(retry, Duration::from_secs(30));
     lab.stats
         .set_busy_timeout(Duration::from_millis(timeout_ms));
     let policy = schema::db::Policy {
         stop: lab.stop_flag(),
-        ..policy(timeout_ms, TxnMode::Deferred, retry)
+        ..policy(timeout_ms, TxnMode::Deferred)
     };
     let conn = LabConn::open(&db.target, Arc::new(policy), false).unwrap();
     Proc { lab, conn, trace }
