@@ -20,6 +20,7 @@
 //! the same SQLite); hdrhistogram for latency quantiles; rand_chacha for a
 //! stream that is the same on every platform and version.
 
+pub mod backend;
 pub mod db;
 pub mod error;
 pub mod migrate;
