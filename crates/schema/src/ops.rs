@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::sqlite::SqliteConnection;
+use crate::backend::Conn;
 use diesel::QueryResult;
 
 use crate::db::{AttemptError, AttemptFailure, AttemptTimes, Block, Committed, LabConn, Tx};
@@ -254,7 +254,7 @@ impl<'a> Op<'a> {
     pub fn read<T>(
         &mut self,
         conn: &mut LabConn,
-        mut body: impl FnMut(&mut SqliteConnection) -> QueryResult<T>,
+        mut body: impl FnMut(&mut Conn) -> QueryResult<T>,
     ) -> Result<T, OpError> {
         loop {
             let before = conn.total_lock_wait();

@@ -3,14 +3,14 @@
 //! lab's binaries can call these.
 
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
+use schema::backend::Conn;
 
 use schema::models::{Booking, Build};
 use schema::schema::{booking, build_environment, build_event};
 use schema::types::{now_micros, BuildId, EnvironmentId, LockState, RequestId};
 
 /// Deletes one stored event (check: lost).
-pub fn delete_event(conn: &mut SqliteConnection, build: BuildId, seq: i32) -> QueryResult<usize> {
+pub fn delete_event(conn: &mut Conn, build: BuildId, seq: i32) -> QueryResult<usize> {
     diesel::delete(
         build_event::table
             .filter(build_event::build_id.eq(build))
@@ -21,7 +21,7 @@ pub fn delete_event(conn: &mut SqliteConnection, build: BuildId, seq: i32) -> Qu
 
 /// Changes one stored event's payload (check: mismatched).
 pub fn change_payload(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     build: BuildId,
     seq: i32,
     payload: &str,
@@ -38,7 +38,7 @@ pub fn change_payload(
 /// Books an environment for a request over an interval that overlaps its
 /// first booking (check: double_booked).
 pub fn overlapping_booking(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     env: EnvironmentId,
     request: RequestId,
 ) -> QueryResult<usize> {
@@ -61,7 +61,7 @@ pub fn overlapping_booking(
 }
 
 /// Locks an environment for no request (check: leaked_bookings).
-pub fn leak_environment(conn: &mut SqliteConnection, env: EnvironmentId) -> QueryResult<usize> {
+pub fn leak_environment(conn: &mut Conn, env: EnvironmentId) -> QueryResult<usize> {
     diesel::update(build_environment::table.filter(build_environment::id.eq(env)))
         .set((
             build_environment::lock_state.eq(LockState::Locked),
@@ -71,7 +71,7 @@ pub fn leak_environment(conn: &mut SqliteConnection, env: EnvironmentId) -> Quer
 }
 
 /// Gives a request a second, completed build (check: double_claimed).
-pub fn second_build(conn: &mut SqliteConnection, request: RequestId) -> QueryResult<BuildId> {
+pub fn second_build(conn: &mut Conn, request: RequestId) -> QueryResult<BuildId> {
     let id = Build::create(conn, request, "planted", 7, now_micros())?;
     diesel::update(schema::schema::build::table.filter(schema::schema::build::id.eq(id)))
         .set(schema::schema::build::completed_at.eq(Some(now_micros())))
@@ -81,12 +81,12 @@ pub fn second_build(conn: &mut SqliteConnection, request: RequestId) -> QueryRes
 
 /// Forgets every applied migration, as if the file were behind this build's
 /// migrations (the daemons must then refuse it).
-pub fn forget_migrations(conn: &mut SqliteConnection) -> QueryResult<usize> {
+pub fn forget_migrations(conn: &mut Conn) -> QueryResult<usize> {
     diesel::sql_query(format!("DELETE FROM {}", schema::migrate::MIGRATIONS_TABLE)).execute(conn)
 }
 
 /// Sets a build's seed (tests that need a known stream).
-pub fn set_seed(conn: &mut SqliteConnection, build: BuildId, seed: i64) -> QueryResult<usize> {
+pub fn set_seed(conn: &mut Conn, build: BuildId, seed: i64) -> QueryResult<usize> {
     diesel::update(schema::schema::build::table.filter(schema::schema::build::id.eq(build)))
         .set(schema::schema::build::seed.eq(Some(seed)))
         .execute(conn)
@@ -94,10 +94,7 @@ pub fn set_seed(conn: &mut SqliteConnection, build: BuildId, seed: i64) -> Query
 
 /// A queued request row as webui would write it for the HTTP request
 /// `client_request_id` (check: rows against the loadgen log).
-pub fn request_row(
-    conn: &mut SqliteConnection,
-    client_request_id: Option<&str>,
-) -> QueryResult<RequestId> {
+pub fn request_row(conn: &mut Conn, client_request_id: Option<&str>) -> QueryResult<RequestId> {
     let project = schema::models::Project::get_or_create(conn, "planted")?;
     schema::models::BuildRequest::create(
         conn,
@@ -113,6 +110,6 @@ pub fn request_row(
 }
 
 /// Deletes a request row (check: a row a 2xx promised is lost).
-pub fn delete_request(conn: &mut SqliteConnection, id: RequestId) -> QueryResult<usize> {
+pub fn delete_request(conn: &mut Conn, id: RequestId) -> QueryResult<usize> {
     schema::models::BuildRequest::delete(conn, id)
 }

@@ -3,3 +3,9 @@
 //! server backends (issue 11) join here.
 
 pub mod sqlite;
+
+/// The connection every model function, strategy and operation takes. One
+/// name, so that the backend behind it changes in one place: today it is
+/// SQLite's connection; with the server backends it becomes the enum over all
+/// three.
+pub type Conn = diesel::sqlite::SqliteConnection;

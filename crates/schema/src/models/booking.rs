@@ -1,8 +1,8 @@
 //! `booking`: the history that proves or refutes double booking. Intervals are
 //! half-open, `[booked_at, released_at)`.
 
+use crate::backend::Conn;
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
 
 use crate::schema::booking;
@@ -32,7 +32,7 @@ impl Booking {
     /// Books every environment for a request. Call it after a write of the same
     /// transaction, so `booked_at` is taken while the write lock is held.
     pub fn book_all(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         environments: &[EnvironmentId],
         request: RequestId,
         booked_by: &str,
@@ -56,10 +56,7 @@ impl Booking {
 
     /// Closes the open bookings of the given requests. Call it after a write of
     /// the same transaction, so `released_at` is taken while the lock is held.
-    pub fn release_for_requests(
-        conn: &mut SqliteConnection,
-        requests: &[RequestId],
-    ) -> QueryResult<usize> {
+    pub fn release_for_requests(conn: &mut Conn, requests: &[RequestId]) -> QueryResult<usize> {
         diesel::update(
             booking::table
                 .filter(booking::request_id.eq_any(requests))
@@ -70,7 +67,7 @@ impl Booking {
     }
 
     /// Closes the open bookings of environments that are free now.
-    pub fn release_for_free_environments(conn: &mut SqliteConnection) -> QueryResult<usize> {
+    pub fn release_for_free_environments(conn: &mut Conn) -> QueryResult<usize> {
         use crate::schema::build_environment as env;
         diesel::update(
             booking::table
@@ -89,7 +86,7 @@ impl Booking {
 
     /// Closes the open bookings of the given environments.
     pub fn release_for_environments(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         environments: &[EnvironmentId],
     ) -> QueryResult<usize> {
         diesel::update(
@@ -101,7 +98,7 @@ impl Booking {
         .execute(conn)
     }
 
-    pub fn all(conn: &mut SqliteConnection) -> QueryResult<Vec<Booking>> {
+    pub fn all(conn: &mut Conn) -> QueryResult<Vec<Booking>> {
         booking::table
             .select(Booking::as_select())
             .order((booking::environment_id, booking::booked_at, booking::id))
@@ -110,7 +107,7 @@ impl Booking {
 
     /// Every pair of overlapping bookings of one environment. An open booking
     /// runs to infinity.
-    pub fn overlaps(conn: &mut SqliteConnection) -> QueryResult<Vec<Overlap>> {
+    pub fn overlaps(conn: &mut Conn) -> QueryResult<Vec<Overlap>> {
         let all = Booking::all(conn)?;
         let mut out = Vec::new();
         for (i, a) in all.iter().enumerate() {
@@ -132,7 +129,7 @@ impl Booking {
         Ok(out)
     }
 
-    pub fn count(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    pub fn count(conn: &mut Conn) -> QueryResult<i64> {
         booking::table.count().get_result(conn)
     }
 }

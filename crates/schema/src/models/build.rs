@@ -1,8 +1,8 @@
 //! `build`: one claimed request's build, owned by one ingester under a lease.
 //! Deliberately no UNIQUE on `request_id`: a double claim stays visible.
 
+use crate::backend::Conn;
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
 
 use crate::schema::{build, build_request};
@@ -31,7 +31,7 @@ pub struct Build {
 impl Build {
     /// The Build row Toaster's `schedule_build` makes before its request:
     /// nothing but its creation time, until a scheduler fills it in.
-    pub fn create_empty(conn: &mut SqliteConnection) -> QueryResult<BuildId> {
+    pub fn create_empty(conn: &mut Conn) -> QueryResult<BuildId> {
         diesel::insert_into(build::table)
             .values(build::started_at.eq(now_micros()))
             .execute(conn)?;
@@ -42,7 +42,7 @@ impl Build {
     /// this caller did. A second claim of the same request finds it filled and
     /// creates a build of its own instead, so the double claim stays visible.
     pub fn fill(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         id: BuildId,
         request: RequestId,
         claimed_by: &str,
@@ -67,7 +67,7 @@ impl Build {
     /// Creates the build of a claimed request. Its lease gives an ingester time to
     /// take it.
     pub fn create(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         request: RequestId,
         claimed_by: &str,
         seed: i64,
@@ -87,7 +87,7 @@ impl Build {
 
     /// The oldest unfinished build that has no live owner: no owner, an expired
     /// lease, or this very owner from before a restart.
-    pub fn next_unowned(conn: &mut SqliteConnection, owner: &str) -> QueryResult<Option<BuildId>> {
+    pub fn next_unowned(conn: &mut Conn, owner: &str) -> QueryResult<Option<BuildId>> {
         let now = now_micros();
         build::table
             .inner_join(build_request::table)
@@ -114,7 +114,7 @@ impl Build {
     /// Takes a build if it still has no live owner: a conditional UPDATE, so two
     /// ingesters that saw the same candidate cannot both get it.
     pub fn take(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         id: BuildId,
         owner: &str,
         lease_until: i64,
@@ -144,11 +144,7 @@ impl Build {
 
     /// Sets `events_expected` the first time a build is taken; a resumed build
     /// keeps the count it started with.
-    pub fn set_events_expected(
-        conn: &mut SqliteConnection,
-        id: BuildId,
-        expected: i32,
-    ) -> QueryResult<usize> {
+    pub fn set_events_expected(conn: &mut Conn, id: BuildId, expected: i32) -> QueryResult<usize> {
         diesel::update(
             build::table
                 .filter(build::id.eq(id))
@@ -160,7 +156,7 @@ impl Build {
 
     /// Renews the lease while `owner` still owns the build; 0 means it lost it.
     pub fn renew(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         id: BuildId,
         owner: &str,
         lease_until: i64,
@@ -177,7 +173,7 @@ impl Build {
 
     /// Adds to the ingester's counters.
     pub fn add_progress(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         id: BuildId,
         ingested: i32,
         given_up: i32,
@@ -192,7 +188,7 @@ impl Build {
 
     /// Finishes a build owned by `owner`; 0 if it no longer owns it.
     pub fn finish(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         id: BuildId,
         owner: &str,
         outcome: Outcome,
@@ -215,10 +211,7 @@ impl Build {
     /// ingester crashed and nobody took over), in one UPDATE. A build no
     /// ingester ever took has no holder that could have crashed: it waits for
     /// one. Returns the rows it changed and their requests.
-    pub fn expire(
-        conn: &mut SqliteConnection,
-        cutoff: i64,
-    ) -> QueryResult<(usize, Vec<RequestId>)> {
+    pub fn expire(conn: &mut Conn, cutoff: i64) -> QueryResult<(usize, Vec<RequestId>)> {
         let stamp = now_micros();
         let n = diesel::update(
             build::table
@@ -246,7 +239,7 @@ impl Build {
 
     /// Unfinished builds whose owner's lease ran out before `cutoff`: what
     /// [`Build::expire`] would fail (a read, to decide whether to write).
-    pub fn expirable(conn: &mut SqliteConnection, cutoff: i64) -> QueryResult<i64> {
+    pub fn expirable(conn: &mut Conn, cutoff: i64) -> QueryResult<i64> {
         build::table
             .filter(build::completed_at.is_null())
             .filter(build::owner.is_not_null())
@@ -255,7 +248,7 @@ impl Build {
             .get_result(conn)
     }
 
-    pub fn get(conn: &mut SqliteConnection, id: BuildId) -> QueryResult<Option<Build>> {
+    pub fn get(conn: &mut Conn, id: BuildId) -> QueryResult<Option<Build>> {
         build::table
             .find(id)
             .select(Build::as_select())
@@ -263,7 +256,7 @@ impl Build {
             .optional()
     }
 
-    pub fn for_request(conn: &mut SqliteConnection, request: RequestId) -> QueryResult<Vec<Build>> {
+    pub fn for_request(conn: &mut Conn, request: RequestId) -> QueryResult<Vec<Build>> {
         build::table
             .filter(build::request_id.eq(Some(request)))
             .select(Build::as_select())
@@ -271,7 +264,7 @@ impl Build {
             .load(conn)
     }
 
-    pub fn all(conn: &mut SqliteConnection) -> QueryResult<Vec<Build>> {
+    pub fn all(conn: &mut Conn) -> QueryResult<Vec<Build>> {
         build::table
             .select(Build::as_select())
             .order(build::id)
@@ -279,7 +272,7 @@ impl Build {
     }
 
     /// Builds still running (not completed).
-    pub fn unfinished(conn: &mut SqliteConnection) -> QueryResult<Vec<Build>> {
+    pub fn unfinished(conn: &mut Conn) -> QueryResult<Vec<Build>> {
         build::table
             .filter(build::completed_at.is_null())
             .select(Build::as_select())
@@ -288,9 +281,7 @@ impl Build {
     }
 
     /// Requests with more than one build, and their build ids.
-    pub fn double_claims(
-        conn: &mut SqliteConnection,
-    ) -> QueryResult<Vec<(RequestId, Vec<BuildId>)>> {
+    pub fn double_claims(conn: &mut Conn) -> QueryResult<Vec<(RequestId, Vec<BuildId>)>> {
         let rows: Vec<(Option<RequestId>, BuildId)> = build::table
             .filter(build::request_id.is_not_null())
             .select((build::request_id, build::id))
@@ -307,13 +298,13 @@ impl Build {
         Ok(out)
     }
 
-    pub fn count(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    pub fn count(conn: &mut Conn) -> QueryResult<i64> {
         build::table.count().get_result(conn)
     }
 
     /// Build rows that no request points at and no scheduler filled: what
     /// Toaster's create leaves behind when it fails part way (`check`).
-    pub fn orphans(conn: &mut SqliteConnection) -> QueryResult<Vec<BuildId>> {
+    pub fn orphans(conn: &mut Conn) -> QueryResult<Vec<BuildId>> {
         use crate::schema::build_request as br;
         build::table
             .filter(build::request_id.is_null())

@@ -1,8 +1,8 @@
 //! `build_event`: each build's event stream, about 15,000 rows per build.
 //! UNIQUE(build_id, seq): a retried write cannot duplicate an event.
 
+use crate::backend::Conn;
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
 
 use crate::schema::build_event;
@@ -28,11 +28,7 @@ const ROWS_PER_INSERT: usize = 1000;
 impl BuildEvent {
     /// Inserts events of one build. Several statements for a large batch, all in
     /// the caller's transaction (or each autocommitting, if there is none).
-    pub fn insert(
-        conn: &mut SqliteConnection,
-        build: BuildId,
-        events: &[StreamEvent],
-    ) -> QueryResult<usize> {
+    pub fn insert(conn: &mut Conn, build: BuildId, events: &[StreamEvent]) -> QueryResult<usize> {
         let now = now_micros();
         let mut n = 0;
         for chunk in events.chunks(ROWS_PER_INSERT) {
@@ -57,7 +53,7 @@ impl BuildEvent {
     }
 
     /// Whether a build's event `seq` is stored (the `get` of a get_or_create).
-    pub fn exists(conn: &mut SqliteConnection, build: BuildId, seq: i32) -> QueryResult<bool> {
+    pub fn exists(conn: &mut Conn, build: BuildId, seq: i32) -> QueryResult<bool> {
         diesel::select(diesel::dsl::exists(
             build_event::table
                 .filter(build_event::build_id.eq(build))
@@ -67,7 +63,7 @@ impl BuildEvent {
     }
 
     /// The highest stored seq of a build: a restart resumes after it.
-    pub fn max_seq(conn: &mut SqliteConnection, build: BuildId) -> QueryResult<Option<i32>> {
+    pub fn max_seq(conn: &mut Conn, build: BuildId) -> QueryResult<Option<i32>> {
         build_event::table
             .filter(build_event::build_id.eq(build))
             .select(diesel::dsl::max(build_event::seq))
@@ -75,7 +71,7 @@ impl BuildEvent {
     }
 
     /// A build's stored events in seq order (`check`).
-    pub fn for_build(conn: &mut SqliteConnection, build: BuildId) -> QueryResult<Vec<BuildEvent>> {
+    pub fn for_build(conn: &mut Conn, build: BuildId) -> QueryResult<Vec<BuildEvent>> {
         build_event::table
             .filter(build_event::build_id.eq(build))
             .select(BuildEvent::as_select())
@@ -83,7 +79,7 @@ impl BuildEvent {
             .load(conn)
     }
 
-    pub fn count(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    pub fn count(conn: &mut Conn) -> QueryResult<i64> {
         build_event::table.count().get_result(conn)
     }
 }

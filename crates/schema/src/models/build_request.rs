@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::backend::Conn;
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{build_request, project};
@@ -98,7 +98,7 @@ impl BuildRequest {
     }
 
     /// Inserts one queued request.
-    pub fn create(conn: &mut SqliteConnection, new: &NewRequest<'_>) -> QueryResult<RequestId> {
+    pub fn create(conn: &mut Conn, new: &NewRequest<'_>) -> QueryResult<RequestId> {
         let now = now_micros();
         diesel::insert_into(build_request::table)
             .values((
@@ -118,20 +118,20 @@ impl BuildRequest {
 
     /// Saves the request again, unchanged but for its time (Toaster's
     /// `br.save()` after the child rows).
-    pub fn touch(conn: &mut SqliteConnection, id: RequestId) -> QueryResult<usize> {
+    pub fn touch(conn: &mut Conn, id: RequestId) -> QueryResult<usize> {
         diesel::update(build_request::table.find(id))
             .set(build_request::updated_at.eq(now_micros()))
             .execute(conn)
     }
 
     /// Deletes a request; its child rows go with it (ON DELETE CASCADE).
-    pub fn delete(conn: &mut SqliteConnection, id: RequestId) -> QueryResult<usize> {
+    pub fn delete(conn: &mut Conn, id: RequestId) -> QueryResult<usize> {
         diesel::delete(build_request::table.find(id)).execute(conn)
     }
 
     /// Toaster's `_selectBuildRequest`: the first queued request by primary key.
     /// No priority and no skipping ahead.
-    pub fn first_queued(conn: &mut SqliteConnection) -> QueryResult<Option<BuildRequest>> {
+    pub fn first_queued(conn: &mut Conn) -> QueryResult<Option<BuildRequest>> {
         build_request::table
             .filter(build_request::state.eq(RequestState::Queued))
             .order(build_request::id.asc())
@@ -142,7 +142,7 @@ impl BuildRequest {
 
     /// Points the request at its environment (`br.environment = be; br.save()`).
     pub fn set_environment(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         id: RequestId,
         env: EnvironmentId,
     ) -> QueryResult<usize> {
@@ -155,14 +155,14 @@ impl BuildRequest {
     }
 
     /// How many requests are queued (what a Django view shows before it writes).
-    pub fn queue_length(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    pub fn queue_length(conn: &mut Conn) -> QueryResult<i64> {
         build_request::table
             .filter(build_request::state.eq(RequestState::Queued))
             .count()
             .get_result(conn)
     }
 
-    pub fn get(conn: &mut SqliteConnection, id: RequestId) -> QueryResult<Option<BuildRequest>> {
+    pub fn get(conn: &mut Conn, id: RequestId) -> QueryResult<Option<BuildRequest>> {
         build_request::table
             .find(id)
             .select(BuildRequest::as_select())
@@ -172,7 +172,7 @@ impl BuildRequest {
 
     /// A page by key: ids greater than `after`, oldest first.
     pub fn page(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         state: Option<RequestState>,
         after: Option<RequestId>,
         limit: i64,
@@ -190,10 +190,7 @@ impl BuildRequest {
     }
 
     /// The newest requests with their project names, for the HTML page.
-    pub fn recent(
-        conn: &mut SqliteConnection,
-        limit: i64,
-    ) -> QueryResult<Vec<(BuildRequest, String)>> {
+    pub fn recent(conn: &mut Conn, limit: i64) -> QueryResult<Vec<(BuildRequest, String)>> {
         build_request::table
             .inner_join(project::table)
             .select((BuildRequest::as_select(), project::name))
@@ -203,7 +200,7 @@ impl BuildRequest {
     }
 
     /// Requests per state.
-    pub fn count_by_state(conn: &mut SqliteConnection) -> QueryResult<BTreeMap<String, i64>> {
+    pub fn count_by_state(conn: &mut Conn) -> QueryResult<BTreeMap<String, i64>> {
         let rows: Vec<(RequestState, i64)> = build_request::table
             .group_by(build_request::state)
             .select((build_request::state, diesel::dsl::count_star()))
@@ -211,15 +208,12 @@ impl BuildRequest {
         Ok(rows.into_iter().map(|(s, n)| (s.to_string(), n)).collect())
     }
 
-    pub fn count(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    pub fn count(conn: &mut Conn) -> QueryResult<i64> {
         build_request::table.count().get_result(conn)
     }
 
     /// Queued requests in queue order: priority DESC, then created_at, then id.
-    pub fn queued_in_order(
-        conn: &mut SqliteConnection,
-        limit: i64,
-    ) -> QueryResult<Vec<QueuedRequest>> {
+    pub fn queued_in_order(conn: &mut Conn, limit: i64) -> QueryResult<Vec<QueuedRequest>> {
         let rows: Vec<(RequestId, String)> = build_request::table
             .filter(build_request::state.eq(RequestState::Queued))
             .order((
@@ -241,11 +235,7 @@ impl BuildRequest {
 
     /// Sets the state whatever it was (Toaster's save of a request it read in an
     /// earlier transaction).
-    pub fn set_state(
-        conn: &mut SqliteConnection,
-        id: RequestId,
-        state: RequestState,
-    ) -> QueryResult<usize> {
+    pub fn set_state(conn: &mut Conn, id: RequestId, state: RequestState) -> QueryResult<usize> {
         diesel::update(build_request::table.find(id))
             .set((
                 build_request::state.eq(state),
@@ -257,7 +247,7 @@ impl BuildRequest {
     /// Moves a request from `from` to `to` only if it is still in `from`; the
     /// rows affected (0 or 1) say whether this caller won.
     pub fn transition(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         id: RequestId,
         from: RequestState,
         to: RequestState,
@@ -277,9 +267,7 @@ impl BuildRequest {
     }
 
     /// Ids of rows created by one HTTP request (`check`).
-    pub fn ids_by_client_request(
-        conn: &mut SqliteConnection,
-    ) -> QueryResult<Vec<(Option<String>, RequestId)>> {
+    pub fn ids_by_client_request(conn: &mut Conn) -> QueryResult<Vec<(Option<String>, RequestId)>> {
         build_request::table
             .select((build_request::client_request_id, build_request::id))
             .order(build_request::id)
@@ -287,10 +275,7 @@ impl BuildRequest {
     }
 
     /// Requests in a state, with ids (`check`).
-    pub fn ids_in_state(
-        conn: &mut SqliteConnection,
-        state: RequestState,
-    ) -> QueryResult<Vec<RequestId>> {
+    pub fn ids_in_state(conn: &mut Conn, state: RequestState) -> QueryResult<Vec<RequestId>> {
         build_request::table
             .filter(build_request::state.eq(state))
             .select(build_request::id)

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::backend::Conn;
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
 
 use crate::schema::build_environment;
@@ -35,10 +35,7 @@ impl Environment {
     /// Registers `kind:count` environments as `kind-1 .. kind-count`. Names that
     /// exist are left as they are, so a second run changes nothing. Returns (rows
     /// added, environments in the table).
-    pub fn register(
-        conn: &mut SqliteConnection,
-        kinds: &[(String, u32)],
-    ) -> QueryResult<(usize, usize)> {
+    pub fn register(conn: &mut Conn, kinds: &[(String, u32)]) -> QueryResult<(usize, usize)> {
         let now = now_micros();
         let names: Vec<(String, &str)> = kinds
             .iter()
@@ -65,7 +62,7 @@ impl Environment {
         Ok((added, usize::try_from(total).unwrap_or(0)))
     }
 
-    pub fn all(conn: &mut SqliteConnection) -> QueryResult<Vec<Environment>> {
+    pub fn all(conn: &mut Conn) -> QueryResult<Vec<Environment>> {
         build_environment::table
             .select(Environment::as_select())
             .order(build_environment::id)
@@ -73,7 +70,7 @@ impl Environment {
     }
 
     /// How many environments of each kind exist: what any request could ever get.
-    pub fn capacity(conn: &mut SqliteConnection) -> QueryResult<BTreeMap<String, u32>> {
+    pub fn capacity(conn: &mut Conn) -> QueryResult<BTreeMap<String, u32>> {
         let kinds: Vec<String> = build_environment::table
             .select(build_environment::kind)
             .load(conn)?;
@@ -85,10 +82,7 @@ impl Environment {
     }
 
     /// Free environments of the given kinds, by id.
-    pub fn free_of_kinds(
-        conn: &mut SqliteConnection,
-        kinds: &[&str],
-    ) -> QueryResult<Vec<Environment>> {
+    pub fn free_of_kinds(conn: &mut Conn, kinds: &[&str]) -> QueryResult<Vec<Environment>> {
         build_environment::table
             .filter(build_environment::lock_state.eq(LockState::Free))
             .filter(build_environment::kind.eq_any(kinds))
@@ -99,7 +93,7 @@ impl Environment {
 
     /// Toaster's `_selectBuildEnvironment` read: the first free environment of
     /// any kind, by id (`filter(lock=FREE)[0]`, no `select_for_update`).
-    pub fn first_free(conn: &mut SqliteConnection) -> QueryResult<Option<Environment>> {
+    pub fn first_free(conn: &mut Conn) -> QueryResult<Option<Environment>> {
         build_environment::table
             .filter(build_environment::lock_state.eq(LockState::Free))
             .select(Environment::as_select())
@@ -109,11 +103,7 @@ impl Environment {
     }
 
     /// Marks an environment running: its build was triggered.
-    pub fn set_running(
-        conn: &mut SqliteConnection,
-        id: EnvironmentId,
-        lease_until: i64,
-    ) -> QueryResult<usize> {
+    pub fn set_running(conn: &mut Conn, id: EnvironmentId, lease_until: i64) -> QueryResult<usize> {
         diesel::update(build_environment::table.find(id))
             .set((
                 build_environment::lock_state.eq(LockState::Running),
@@ -127,7 +117,7 @@ impl Environment {
     /// environments locked (not running) since before `held_before` (µs) whose
     /// request failed, completed or is being cancelled. It runs whether or not
     /// any row matches.
-    pub fn free_stale_locked(conn: &mut SqliteConnection, held_before: i64) -> QueryResult<usize> {
+    pub fn free_stale_locked(conn: &mut Conn, held_before: i64) -> QueryResult<usize> {
         use crate::schema::build_request as br;
         let ended = [
             crate::types::RequestState::Failed,
@@ -154,7 +144,7 @@ impl Environment {
     }
 
     /// Frees one environment whatever holds it (`be.lock = FREE; be.save()`).
-    pub fn free_one(conn: &mut SqliteConnection, id: EnvironmentId) -> QueryResult<usize> {
+    pub fn free_one(conn: &mut Conn, id: EnvironmentId) -> QueryResult<usize> {
         diesel::update(build_environment::table.find(id))
             .set((
                 build_environment::lock_state.eq(LockState::Free),
@@ -166,10 +156,7 @@ impl Environment {
     }
 
     /// The environments a request holds.
-    pub fn of_request(
-        conn: &mut SqliteConnection,
-        request: RequestId,
-    ) -> QueryResult<Vec<EnvironmentId>> {
+    pub fn of_request(conn: &mut Conn, request: RequestId) -> QueryResult<Vec<EnvironmentId>> {
         build_environment::table
             .filter(build_environment::request_id.eq(Some(request)))
             .filter(build_environment::lock_state.ne(LockState::Free))
@@ -179,7 +166,7 @@ impl Environment {
     }
 
     /// Every free environment: the read phase of a claim.
-    pub fn free(conn: &mut SqliteConnection) -> QueryResult<Vec<Environment>> {
+    pub fn free(conn: &mut Conn) -> QueryResult<Vec<Environment>> {
         build_environment::table
             .filter(build_environment::lock_state.eq(LockState::Free))
             .select(Environment::as_select())
@@ -190,7 +177,7 @@ impl Environment {
     /// Locks environments for a request without a condition (after a read in the
     /// same transaction said they were free).
     pub fn lock_for(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         ids: &[EnvironmentId],
         request: RequestId,
         lease_until: i64,
@@ -207,7 +194,7 @@ impl Environment {
 
     /// Locks one environment only if it is free; 1 if this caller got it.
     pub fn lock_if_free(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         id: EnvironmentId,
         request: RequestId,
         lease_until: i64,
@@ -229,7 +216,7 @@ impl Environment {
     /// Marks a request's environments running and renews their lease with the
     /// build's (the ingester's lease).
     pub fn renew_for_request(
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         request: RequestId,
         lease_until: i64,
     ) -> QueryResult<usize> {
@@ -247,10 +234,7 @@ impl Environment {
     }
 
     /// Frees the environments of the given requests. Returns the rows freed.
-    pub fn free_for_requests(
-        conn: &mut SqliteConnection,
-        requests: &[RequestId],
-    ) -> QueryResult<usize> {
+    pub fn free_for_requests(conn: &mut Conn, requests: &[RequestId]) -> QueryResult<usize> {
         diesel::update(
             build_environment::table.filter(build_environment::request_id.eq_any(requests)),
         )
@@ -264,7 +248,7 @@ impl Environment {
     }
 
     /// Environments that are not free.
-    pub fn held(conn: &mut SqliteConnection) -> QueryResult<Vec<Environment>> {
+    pub fn held(conn: &mut Conn) -> QueryResult<Vec<Environment>> {
         build_environment::table
             .filter(build_environment::lock_state.ne(LockState::Free))
             .select(Environment::as_select())
@@ -273,7 +257,7 @@ impl Environment {
     }
 
     /// Environments per lock state.
-    pub fn count_by_state(conn: &mut SqliteConnection) -> QueryResult<BTreeMap<String, i64>> {
+    pub fn count_by_state(conn: &mut Conn) -> QueryResult<BTreeMap<String, i64>> {
         let rows: Vec<(LockState, i64)> = build_environment::table
             .group_by(build_environment::lock_state)
             .select((build_environment::lock_state, diesel::dsl::count_star()))

@@ -18,9 +18,9 @@ pub use environment::*;
 pub use project::*;
 pub use request_child::*;
 
+use crate::backend::Conn;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
-use diesel::sqlite::SqliteConnection;
 
 /// The rowid of the last row this connection inserted.
 ///
@@ -28,6 +28,6 @@ use diesel::sqlite::SqliteConnection;
 /// a failed `execute` to its instrumentation before it cleans the statement up,
 /// which is when the lab reads the failing handle's extended code (see
 /// `crate::db`); a failed row-loading query loses that code.
-pub(crate) fn last_insert_rowid(conn: &mut SqliteConnection) -> QueryResult<i64> {
+pub(crate) fn last_insert_rowid(conn: &mut Conn) -> QueryResult<i64> {
     diesel::select(diesel::dsl::sql::<BigInt>("last_insert_rowid()")).get_result(conn)
 }

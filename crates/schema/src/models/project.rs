@@ -1,8 +1,8 @@
 //! `project`: a request belongs to one, found or created by name.
 
+use crate::backend::Conn;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error};
-use diesel::sqlite::SqliteConnection;
 use serde::Serialize;
 
 use crate::schema::project;
@@ -22,7 +22,7 @@ impl Project {
     /// process created the same name in between, the UNIQUE constraint fires and
     /// the row is read again, as Django does. The name is stored verbatim (bound,
     /// never interpolated).
-    pub fn get_or_create(conn: &mut SqliteConnection, name: &str) -> QueryResult<ProjectId> {
+    pub fn get_or_create(conn: &mut Conn, name: &str) -> QueryResult<ProjectId> {
         if let Some(id) = Project::find(conn, name)? {
             return Ok(id);
         }
@@ -35,14 +35,14 @@ impl Project {
     }
 
     /// Inserts a project (a write with no read before it).
-    pub fn create(conn: &mut SqliteConnection, name: &str) -> QueryResult<ProjectId> {
+    pub fn create(conn: &mut Conn, name: &str) -> QueryResult<ProjectId> {
         diesel::insert_into(project::table)
             .values((project::name.eq(name), project::created_at.eq(now_micros())))
             .execute(conn)?;
         super::last_insert_rowid(conn).map(ProjectId)
     }
 
-    pub fn find(conn: &mut SqliteConnection, name: &str) -> QueryResult<Option<ProjectId>> {
+    pub fn find(conn: &mut Conn, name: &str) -> QueryResult<Option<ProjectId>> {
         project::table
             .filter(project::name.eq(name))
             .select(project::id)
@@ -50,11 +50,11 @@ impl Project {
             .optional()
     }
 
-    pub fn count(conn: &mut SqliteConnection) -> QueryResult<i64> {
+    pub fn count(conn: &mut Conn) -> QueryResult<i64> {
         project::table.count().get_result(conn)
     }
 
-    pub fn by_id(conn: &mut SqliteConnection, id: ProjectId) -> QueryResult<Option<Project>> {
+    pub fn by_id(conn: &mut Conn, id: ProjectId) -> QueryResult<Option<Project>> {
         project::table
             .find(id)
             .select(Project::as_select())

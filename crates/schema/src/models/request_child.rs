@@ -7,8 +7,8 @@
 //! What a project holds is fixed here: the lab's project is a `poky` checkout
 //! building `core-image-minimal`, so every request gets the same children.
 
+use crate::backend::Conn;
 use diesel::prelude::*;
-use diesel::sqlite::SqliteConnection;
 
 use crate::schema::{br_bitbake, br_layer, br_target, br_variable, build_target};
 use crate::types::{BuildId, RequestId};
@@ -51,7 +51,7 @@ pub fn children() -> Vec<Child> {
 
 impl Child {
     /// Inserts this child row of `request`; 1 row.
-    pub fn create(self, conn: &mut SqliteConnection, request: RequestId) -> QueryResult<usize> {
+    pub fn create(self, conn: &mut Conn, request: RequestId) -> QueryResult<usize> {
         match self {
             Child::Bitbake => diesel::insert_into(br_bitbake::table)
                 .values((
@@ -88,7 +88,7 @@ impl Child {
 
 /// A Build's `Target` row (Toaster's `Target.objects.create(build=...)`).
 pub fn create_build_target(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     build: BuildId,
     target: &str,
     task: &str,
@@ -103,7 +103,7 @@ pub fn create_build_target(
 }
 
 /// Child rows per request (`check` and tests): (request, rows).
-pub fn child_counts(conn: &mut SqliteConnection) -> QueryResult<Vec<(RequestId, i64)>> {
+pub fn child_counts(conn: &mut Conn) -> QueryResult<Vec<(RequestId, i64)>> {
     let mut out: std::collections::BTreeMap<RequestId, i64> = Default::default();
     for r in br_bitbake::table
         .select(br_bitbake::request_id)

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use diesel::sqlite::SqliteConnection;
+use crate::backend::Conn;
 
 use super::{gave_up_or_lost, ClaimCtx, Plan, Step};
 use crate::db::LabConn;
@@ -35,7 +35,7 @@ pub fn fit(needs: &Needs, free: &[Environment]) -> Option<Vec<EnvironmentId>> {
 /// (priority DESC, created_at, id) that the free environments can satisfy
 /// now. A request that cannot be booked now stays queued while smaller ones
 /// go ahead.
-pub fn read_phase(conn: &mut SqliteConnection) -> diesel::QueryResult<Plan> {
+pub fn read_phase(conn: &mut Conn) -> diesel::QueryResult<Plan> {
     let queued: Vec<QueuedRequest> = BuildRequest::queued_in_order(conn, QUEUE_SCAN)?;
     if queued.is_empty() {
         return Ok(Plan::Idle { queued: 0 });
@@ -71,7 +71,7 @@ pub fn read_phase(conn: &mut SqliteConnection) -> diesel::QueryResult<Plan> {
 /// Requests whose builds are all completed but whose environments are still
 /// held: what [`release`] would release. A read, to decide whether to open a
 /// write transaction at all.
-pub fn releasable(conn: &mut SqliteConnection) -> diesel::QueryResult<Vec<RequestId>> {
+pub fn releasable(conn: &mut Conn) -> diesel::QueryResult<Vec<RequestId>> {
     let held = Environment::held(conn)?;
     let mut requests: Vec<RequestId> = held.iter().filter_map(|e| e.request_id).collect();
     requests.sort();
@@ -88,7 +88,7 @@ pub fn releasable(conn: &mut SqliteConnection) -> diesel::QueryResult<Vec<Reques
 
 /// Releases the given requests' environments and bookings (the environments
 /// first, so the bookings' release time is taken with the lock held).
-pub fn release(conn: &mut SqliteConnection, requests: &[RequestId]) -> diesel::QueryResult<usize> {
+pub fn release(conn: &mut Conn, requests: &[RequestId]) -> diesel::QueryResult<usize> {
     let freed = Environment::free_for_requests(conn, requests)?;
     let closed = Booking::release_for_requests(conn, requests)?;
     Ok(freed + closed)
