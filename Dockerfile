@@ -3,9 +3,9 @@
 #   docker compose up            # builds this image on first use, then runs the lab
 #   docker build -t locklab .    # or build it on its own
 #
-# The build stage starts FROM rust:1-bookworm and the runtime stage FROM
-# debian:bookworm-slim: building this file needs access to a container registry (Docker
-# Hub) and to crates.io. Without a registry, use docker/Dockerfile.host (binaries built on
+# The build stage starts FROM rust:1-bookworm (which has libpq-dev and MariaDB's client
+# library) and the runtime stage FROM debian:bookworm-slim: building this file needs
+# access to a container registry (Docker Hub), to Debian's mirror and to crates.io. Without a registry, use docker/Dockerfile.host (binaries built on
 # the host, base image made locally by scripts/make-base-image), as scripts/compose-test
 # does.
 
@@ -21,8 +21,13 @@ COPY advice ./advice
 # --locked: build exactly the committed Cargo.lock.
 RUN ["cargo", "build", "--release", "--workspace", "--locked"]
 
+# ---- base: the client libraries the server backends load (libpq, MariaDB's) ----
+# scripts/make-base-image puts the same packages into its locally made base.
+FROM debian:bookworm-slim AS base
+RUN ["sh", "-c", "apt-get update && apt-get install -y --no-install-recommends libpq5 libmariadb3 && rm -rf /var/lib/apt/lists/*"]
+
 # ---- runtime (keep in step with docker/Dockerfile.host) ----
-FROM debian:bookworm-slim
+FROM base
 # A fixed non-root uid, so files on the volume have the same owner in every container.
 RUN ["useradd", "--uid", "10001", "--user-group", "--no-create-home", "--home-dir", "/data", "--shell", "/usr/sbin/nologin", "locklab"]
 # SQLite writes -journal, -wal and -shm files beside the database, so the user must own

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use diesel::sqlite::{Sqlite, SqliteConnection};
+use diesel::sqlite::Sqlite;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+use crate::backend::Conn;
 use crate::db::{pragma_text, DbTarget, LabConn, Policy};
 use crate::models::Environment;
 use crate::schema::LAB_TABLES;
@@ -117,7 +118,7 @@ pub struct SchemaStatus {
 
 /// Reads the tables and applied migrations of an open connection, without
 /// writing anything.
-fn read_status(conn: &mut SqliteConnection, path: &str) -> Result<SchemaStatus, SchemaError> {
+fn read_status(conn: &mut Conn, path: &str) -> Result<SchemaStatus, SchemaError> {
     let tables: BTreeSet<String> = diesel::sql_query(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
     )
@@ -310,7 +311,7 @@ struct FkViolation {
 }
 
 /// How many rows `PRAGMA foreign_key_check` reports.
-fn foreign_key_violations(conn: &mut SqliteConnection) -> QueryResult<usize> {
+fn foreign_key_violations(conn: &mut Conn) -> QueryResult<usize> {
     Ok(diesel::sql_query("PRAGMA foreign_key_check")
         .load::<FkViolation>(conn)?
         .len())
@@ -339,7 +340,7 @@ struct IntegrityRow {
 }
 
 /// `PRAGMA integrity_check`: `["ok"]` for a sound file, else the problems.
-pub fn integrity_check(conn: &mut SqliteConnection) -> QueryResult<Vec<String>> {
+pub fn integrity_check(conn: &mut Conn) -> QueryResult<Vec<String>> {
     Ok(diesel::sql_query("PRAGMA integrity_check")
         .load::<IntegrityRow>(conn)?
         .into_iter()

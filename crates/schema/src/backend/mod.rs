@@ -4,8 +4,28 @@
 
 pub mod sqlite;
 
-/// The connection every model function, strategy and operation takes. One
-/// name, so that the backend behind it changes in one place: today it is
-/// SQLite's connection; with the server backends it becomes the enum over all
-/// three.
-pub type Conn = diesel::sqlite::SqliteConnection;
+/// Runs the same diesel expression on whichever backend `conn` holds, each arm
+/// compiled for its concrete connection. For the few queries the multi backend
+/// cannot express (multi-row inserts), where the SQL is the same but diesel's
+/// types are not.
+macro_rules! on_each_backend {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::backend::Conn::Sqlite($c) => $body,
+            $crate::backend::Conn::Postgres($c) => $body,
+            $crate::backend::Conn::Mysql($c) => $body,
+        }
+    };
+}
+pub(crate) use on_each_backend;
+
+/// The connection every model function, strategy and operation takes: one
+/// diesel connection over the three backends, so that each query is written
+/// once. Where SQL truly differs (insert ids, upserts, locking clauses) a model
+/// matches on the variant.
+#[derive(diesel::MultiConnection)]
+pub enum Conn {
+    Sqlite(diesel::sqlite::SqliteConnection),
+    Postgres(diesel::pg::PgConnection),
+    Mysql(diesel::mysql::MysqlConnection),
+}

@@ -1,7 +1,7 @@
 //! `booking`: the history that proves or refutes double booking. Intervals are
 //! half-open, `[booked_at, released_at)`.
 
-use crate::backend::Conn;
+use crate::backend::{on_each_backend, Conn};
 use diesel::prelude::*;
 use serde::Serialize;
 
@@ -49,9 +49,9 @@ impl Booking {
                 )
             })
             .collect();
-        diesel::insert_into(booking::table)
+        on_each_backend!(conn, c => diesel::insert_into(booking::table)
             .values(&rows)
-            .execute(conn)
+            .execute(c))
     }
 
     /// Closes the open bookings of the given requests. Call it after a write of

@@ -1,7 +1,7 @@
 //! `build_event`: each build's event stream, about 15,000 rows per build.
 //! UNIQUE(build_id, seq): a retried write cannot duplicate an event.
 
-use crate::backend::Conn;
+use crate::backend::{on_each_backend, Conn};
 use diesel::prelude::*;
 use serde::Serialize;
 
@@ -45,9 +45,9 @@ impl BuildEvent {
                     )
                 })
                 .collect();
-            n += diesel::insert_into(build_event::table)
+            n += on_each_backend!(&mut *conn, c => diesel::insert_into(build_event::table)
                 .values(&rows)
-                .execute(conn)?;
+                .execute(c))?;
         }
         Ok(n)
     }

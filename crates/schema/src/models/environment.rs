@@ -54,9 +54,20 @@ impl Environment {
             .collect();
         let mut added = 0;
         for row in &rows {
-            added += diesel::insert_or_ignore_into(build_environment::table)
-                .values(row)
-                .execute(conn)?;
+            // An existing name is skipped: SQLite's `INSERT OR IGNORE`, MySQL's
+            // `INSERT IGNORE`, PostgreSQL's `ON CONFLICT DO NOTHING`.
+            added += match &mut *conn {
+                Conn::Sqlite(c) => diesel::insert_or_ignore_into(build_environment::table)
+                    .values(row)
+                    .execute(c)?,
+                Conn::Mysql(c) => diesel::insert_or_ignore_into(build_environment::table)
+                    .values(row)
+                    .execute(c)?,
+                Conn::Postgres(c) => diesel::insert_into(build_environment::table)
+                    .values(row)
+                    .on_conflict_do_nothing()
+                    .execute(c)?,
+            };
         }
         let total: i64 = build_environment::table.count().get_result(conn)?;
         Ok((added, usize::try_from(total).unwrap_or(0)))

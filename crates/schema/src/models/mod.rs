@@ -22,12 +22,19 @@ use crate::backend::Conn;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
-/// The rowid of the last row this connection inserted.
+/// The id of the last row this connection inserted: SQLite's
+/// `last_insert_rowid()`, MySQL's `LAST_INSERT_ID()`, PostgreSQL's `lastval()`
+/// (the session's last sequence value, which the insert's serial id drew).
 ///
 /// Writes use `execute` and this, never `INSERT ... RETURNING`: diesel reports
 /// a failed `execute` to its instrumentation before it cleans the statement up,
 /// which is when the lab reads the failing handle's extended code (see
 /// `crate::db`); a failed row-loading query loses that code.
 pub(crate) fn last_insert_rowid(conn: &mut Conn) -> QueryResult<i64> {
-    diesel::select(diesel::dsl::sql::<BigInt>("last_insert_rowid()")).get_result(conn)
+    let expr = match conn {
+        Conn::Sqlite(_) => "last_insert_rowid()",
+        Conn::Postgres(_) => "lastval()",
+        Conn::Mysql(_) => "CAST(LAST_INSERT_ID() AS SIGNED)",
+    };
+    diesel::select(diesel::dsl::sql::<BigInt>(expr)).get_result(conn)
 }

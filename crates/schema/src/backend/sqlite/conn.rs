@@ -12,6 +12,7 @@ use diesel::sql_types::Text;
 use diesel::sqlite::SqliteConnection;
 use libsqlite3_sys as ffi;
 
+use crate::backend::Conn;
 use crate::error::{DbError, LockClass, Phase, TxError};
 use crate::settings::TxnMode;
 use crate::types::now_micros;
@@ -29,7 +30,7 @@ use crate::db::Policy;
 pub struct LabConn {
     // Field order matters: the diesel connection (which closes the handle) is
     // dropped before the hook that the handle's callbacks point to.
-    conn: SqliteConnection,
+    conn: Conn,
     raw: RawDb,
     /// The busy handler's context: kept alive as long as the handle.
     _busy_ctx: Box<BusyCtxBox>,
@@ -107,19 +108,19 @@ pub enum AttemptFailure {
 /// A transaction body's handle: the diesel connection, and a count of the rows
 /// the body wrote (so `rows_committed` counts committed rows only).
 pub struct Tx<'c> {
-    conn: &'c mut SqliteConnection,
+    conn: &'c mut Conn,
     rows: u64,
 }
 
 impl<'c> Tx<'c> {
-    pub fn conn(&mut self) -> &mut SqliteConnection {
+    pub fn conn(&mut self) -> &mut Conn {
         self.conn
     }
 
     /// Runs a write and counts the rows SQLite reports it changed.
     pub fn counted(
         &mut self,
-        write: impl FnOnce(&mut SqliteConnection) -> QueryResult<usize>,
+        write: impl FnOnce(&mut Conn) -> QueryResult<usize>,
     ) -> QueryResult<usize> {
         let n = write(self.conn)?;
         self.rows += n as u64;
@@ -129,7 +130,7 @@ impl<'c> Tx<'c> {
     /// Runs an insert that returns the new row's id; one row is counted.
     pub fn inserted<T>(
         &mut self,
-        insert: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>,
+        insert: impl FnOnce(&mut Conn) -> QueryResult<T>,
     ) -> QueryResult<T> {
         let v = insert(self.conn)?;
         self.rows += 1;
@@ -221,7 +222,7 @@ impl LabConn {
             hook: HookPtr(&*hook as *const Hook),
         });
         let mut lab = LabConn {
-            conn,
+            conn: Conn::Sqlite(conn),
             raw: RawDb(raw),
             _busy_ctx: busy_ctx,
             hook,
@@ -272,7 +273,7 @@ impl LabConn {
 
     /// The diesel connection, for reads outside the lab's entry points (tests,
     /// `check`). Writes go through the entry points below.
-    pub fn diesel(&mut self) -> &mut SqliteConnection {
+    pub fn diesel(&mut self) -> &mut Conn {
         &mut self.conn
     }
 
@@ -741,7 +742,7 @@ impl LabConn {
     /// One read-only attempt (SELECTs; inside the open transaction if any).
     pub fn read<T>(
         &mut self,
-        body: &mut dyn FnMut(&mut SqliteConnection) -> QueryResult<T>,
+        body: &mut dyn FnMut(&mut Conn) -> QueryResult<T>,
     ) -> Result<T, DbError> {
         match body(&mut self.conn) {
             Ok(v) => Ok(v),
@@ -772,7 +773,7 @@ struct SynchronousRow {
 
 /// Reads `PRAGMA journal_mode` or `PRAGMA synchronous` (the only two the lab
 /// reads back) as text.
-pub(crate) fn pragma_text(conn: &mut SqliteConnection, pragma: &str) -> QueryResult<String> {
+pub(crate) fn pragma_text(conn: &mut Conn, pragma: &str) -> QueryResult<String> {
     match pragma {
         "PRAGMA journal_mode" => diesel::sql_query(pragma)
             .get_result::<JournalModeRow>(conn)
