@@ -1,12 +1,14 @@
-//! The connection policy, and the SQLite backend's connection re-exported
-//! under the names the rest of the lab uses (`schema::db::LabConn`...). The
-//! backend itself lives in [`crate::backend::sqlite`].
+//! The connection policy, and the backend's connection re-exported under the
+//! names the rest of the lab uses (`schema::db::LabConn`...). The connection
+//! and the backends live in [`crate::backend`].
 
 use std::time::Duration;
 
 use crate::settings::{Synchronous, TxnMode};
 
-pub use crate::backend::sqlite::*;
+pub(crate) use crate::backend::sqlite::pragma_text;
+pub use crate::backend::sqlite::{process_lock_wait, sqlite_busy_delay, BusyRecord, StopFlag};
+pub use crate::backend::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {

@@ -1,8 +1,20 @@
-//! What differs per database. Today one backend, SQLite: its connection with
-//! the lab's busy handler and hooks, the pool, and where the file is. The
-//! server backends (issue 11) join here.
+//! The database behind the lab: where it is ([`DbTarget`]), the lab's
+//! connection ([`LabConn`]) and pool, written once, and the backend interface
+//! ([`Engine`]) that each database implements for what differs. Today one
+//! backend, SQLite ([`sqlite`]); the server backends (issue 11) join here.
 
+mod conn;
+mod engine;
+mod pool;
 pub mod sqlite;
+mod target;
+
+pub use conn::{
+    AttemptError, AttemptFailure, AttemptTimes, Block, Committed, LabConn, OpenError, Tx,
+};
+pub use engine::{Engine, Kind};
+pub use pool::{build_pool, LabManager, Pool, PooledConn};
+pub use target::DbTarget;
 
 /// Runs the same diesel expression on whichever backend `conn` holds, each arm
 /// compiled for its concrete connection. For the few queries the multi backend

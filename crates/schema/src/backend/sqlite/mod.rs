@@ -1,4 +1,5 @@
-//! SQLite: the one place that opens connections and applies the lab's policy.
+//! SQLite: opening a connection with the lab's policy, and what only its raw
+//! handle can tell (the backend's [`crate::backend::Engine`]).
 //!
 //! # Why the lab keeps the raw handle
 //!
@@ -10,7 +11,7 @@
 //! 1. An `sqlite3_auto_extension` entry point, registered once per process, runs
 //!    for every connection SQLite opens, on the opening thread, with the raw
 //!    handle. It stores the handle in a thread-local slot.
-//! 2. [`LabConn::open`] clears the slot, calls `SqliteConnection::establish`, and
+//! 2. [`open`] clears the slot, calls `SqliteConnection::establish`, and
 //!    takes the handle from the slot on the same thread. The handle is kept beside
 //!    the diesel connection for the connection's whole life, so with a pool
 //!    "the last handle opened on this thread" is never mistaken for the failing
@@ -24,22 +25,16 @@
 //! 4. An `SQLITE_TRACE_STMT` hook resets that record at the start of every
 //!    statement, and an `SQLITE_TRACE_PROFILE` hook notes the moment a statement
 //!    left the connection holding the write lock (the trace's "lock acquired").
-//! 5. The entry points ([`LabConn::write_txn`], [`LabConn::autocommit`],
-//!    [`LabConn::read`]) issue BEGIN/COMMIT/ROLLBACK themselves rather than use
+//! 5. The entry points ([`crate::backend::LabConn::write_txn`],
+//!    [`crate::backend::LabConn::autocommit`], [`crate::backend::LabConn::read`]) issue BEGIN/COMMIT/ROLLBACK themselves rather than use
 //!    diesel's `transaction()`, which runs ROLLBACK before it returns the error and
 //!    so overwrites the code. They read the code right after the failing call.
 //!
 //! The journal mode belongs to the file and is set once, by `locklab migrate`.
 
-mod conn;
+mod engine;
 mod hook;
-mod pool;
-mod target;
 
-pub(crate) use conn::pragma_text;
-pub use conn::{
-    AttemptError, AttemptFailure, AttemptTimes, Block, Committed, LabConn, OpenError, Tx,
-};
+pub(crate) use engine::pragma_text;
+pub use engine::{open, SqliteEngine};
 pub use hook::{process_lock_wait, sqlite_busy_delay, BusyRecord, StopFlag};
-pub use pool::{build_pool, LabManager, Pool, PooledConn};
-pub use target::DbTarget;

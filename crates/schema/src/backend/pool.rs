@@ -61,5 +61,5 @@ pub fn build_pool(target: &DbTarget, policy: Policy, max_size: u32) -> Result<Po
         .connection_timeout(Duration::from_secs(30))
         .test_on_check_out(true)
         .build(LabManager::new(target.clone(), policy))
-        .map_err(|e| format!("opening a pool on {}: {e}", target.path().display()))
+        .map_err(|e| format!("opening a pool on {}: {e}", target.display()))
 }

@@ -1,40 +1,35 @@
-//! The connection: the diesel connection, its raw handle and its hooks side by
-//! side, and the lab's transaction entry points.
+//! The lab's connection, for every backend: the diesel connection beside its
+//! [`Engine`], and the lab's transaction entry points (atomic blocks and their
+//! savepoints, Django's manual mode, autocommit statements, pending rows and
+//! the times of each attempt), written once.
 
-use std::ffi::c_void;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
-use diesel::sqlite::SqliteConnection;
-use libsqlite3_sys as ffi;
 
 use crate::backend::Conn;
-use crate::error::{DbError, LockClass, Phase, TxError};
-use crate::settings::TxnMode;
+use crate::db::Policy;
+use crate::error::{DbError, Phase, TxError};
 use crate::types::now_micros;
 
-use super::hook::*;
+use super::engine::{Engine, Kind};
+use super::sqlite::{self, BusyRecord};
 use super::target::DbTarget;
-use crate::db::Policy;
 
 // ---------------------------------------------------------------------------
 // The connection
 // ---------------------------------------------------------------------------
 
-/// A connection with the lab's policy: the diesel connection, its raw handle and
-/// its busy-handler state, side by side, plus the state of its transaction.
+/// A connection with the lab's policy: the diesel connection and its backend's
+/// [`Engine`] side by side, plus the state of its transaction.
 pub struct LabConn {
-    // Field order matters: the diesel connection (which closes the handle) is
-    // dropped before the hook that the handle's callbacks point to.
+    // Field order matters: the diesel connection (which closes SQLite's
+    // handle) is dropped before the engine, whose hooks the handle's callbacks
+    // point to.
     conn: Conn,
-    raw: RawDb,
-    /// The busy handler's context: kept alive as long as the handle.
-    _busy_ctx: Box<BusyCtxBox>,
-    hook: Box<Hook>,
+    engine: Box<dyn Engine>,
     policy: Arc<Policy>,
     /// Django's manual-transaction mode (autocommit off, as Toaster's
     /// buildinfohelper runs after its first sync): a block with no transaction
@@ -49,11 +44,15 @@ pub struct LabConn {
     txn_seq: u64,
     /// Rows written inside the open transaction, by operation, not committed yet.
     pending: Vec<(&'static str, u64)>,
+    /// The lab began a transaction and has not ended it: whether one is open,
+    /// for a backend with no cheap view of its own (the servers).
+    open: bool,
 }
 
 impl std::fmt::Debug for LabConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LabConn")
+            .field("backend", &self.engine.kind())
             .field("policy", &self.policy)
             .field("manual", &self.manual)
             .field("txn", &self.txn)
@@ -162,113 +161,61 @@ impl Block {
 }
 
 impl LabConn {
-    /// Opens a connection and applies the policy: first the lab's busy handler,
-    /// then the other pragmas, one statement each. `create` false opens with
-    /// `mode=rw`: a missing file is an error, never a new empty file.
+    /// Opens a connection on the target's backend and applies the policy.
+    /// `create` false never creates a database: a missing SQLite file is an
+    /// error, never a new empty file.
     pub fn open(
         target: &DbTarget,
         policy: Arc<Policy>,
         create: bool,
     ) -> Result<LabConn, OpenError> {
-        let path = target.path().display().to_string();
-        register_auto_extension().map_err(|message| OpenError::Setup {
-            path: path.clone(),
-            message,
-        })?;
-        LAST_OPENED.with(|slot| slot.set(std::ptr::null_mut()));
-        let conn =
-            SqliteConnection::establish(&target.uri(create)).map_err(|e| OpenError::Open {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        let raw = LAST_OPENED.with(|slot| slot.replace(std::ptr::null_mut()));
-        if raw.is_null() {
-            return Err(OpenError::Setup {
-                path,
-                message: "the auto extension did not see the new connection".to_string(),
-            });
-        }
-        let hook = Box::new(Hook::new(policy.busy_timeout, policy.stop.clone()));
-        let ctx = &*hook as *const Hook as *mut c_void;
-        let busy_ctx = Box::new(BusyCtxBox(BusyCtx {
-            hook: &*hook as *const Hook,
-            db: raw,
-        }));
-        let busy_ptr = &busy_ctx.0 as *const BusyCtx as *mut c_void;
-        // SAFETY: raw is the live handle of `conn`, opened on this thread; the
-        // contexts outlive it (see the field order of LabConn).
-        let rc = unsafe {
-            let rc = ffi::sqlite3_busy_handler(raw, Some(busy_handler), busy_ptr);
-            if rc == ffi::SQLITE_OK {
-                ffi::sqlite3_trace_v2(
-                    raw,
-                    ffi::SQLITE_TRACE_STMT | ffi::SQLITE_TRACE_PROFILE,
-                    Some(trace_hook),
-                    ctx,
-                )
-            } else {
-                rc
+        let (conn, engine) = match target {
+            DbTarget::Sqlite(_) => {
+                let (conn, engine) = sqlite::open(target, &policy, create)?;
+                (conn, Box::new(engine) as Box<dyn Engine>)
             }
         };
-        if rc != ffi::SQLITE_OK {
-            return Err(OpenError::Setup {
-                path,
-                message: format!("installing the busy handler failed with code {rc}"),
-            });
-        }
-        let mut conn = conn;
-        conn.set_instrumentation(CodeCapture {
-            raw: RawDb(raw),
-            hook: HookPtr(&*hook as *const Hook),
-        });
-        let mut lab = LabConn {
-            conn: Conn::Sqlite(conn),
-            raw: RawDb(raw),
-            _busy_ctx: busy_ctx,
-            hook,
+        Ok(LabConn {
+            conn,
+            engine,
             policy,
             manual: false,
             depth: 0,
             txn: 0,
             txn_seq: 0,
             pending: Vec::new(),
-        };
-        let pragmas = [
-            format!(
-                "PRAGMA synchronous = {}",
-                lab.policy.synchronous.as_str().to_uppercase()
-            ),
-            "PRAGMA foreign_keys = ON".to_string(),
-        ];
-        for pragma in pragmas {
-            lab.conn
-                .batch_execute(&pragma)
-                .map_err(|e| OpenError::Setup {
-                    path: path.clone(),
-                    message: format!("{pragma}: {e}"),
-                })?;
-        }
-        Ok(lab)
+            open: false,
+        })
+    }
+
+    /// Which database this connection talks to.
+    pub fn backend(&self) -> Kind {
+        self.engine.kind()
     }
 
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
 
-    /// The busy timeout, from the handler's own state (never from PRAGMA
-    /// busy_timeout, which the lab does not use).
+    /// How long a statement waits for a lock before it fails.
     pub fn busy_timeout(&self) -> Duration {
-        self.hook.timeout
+        self.engine.busy_timeout()
     }
 
-    /// The busy handler's record for the last statement.
+    /// The lock wait of the last statement.
     pub fn busy_record(&self) -> BusyRecord {
-        self.hook.record()
+        self.engine.busy_record()
     }
 
-    /// Total time this connection waited in the busy handler.
+    /// Total time this connection waited for locks (zero where that cannot be
+    /// measured; see [`LabConn::lock_wait_measured`]).
     pub fn total_lock_wait(&self) -> Duration {
-        Duration::from_micros(self.hook.total_wait_us.load(Ordering::Relaxed))
+        self.engine.total_lock_wait().unwrap_or_default()
+    }
+
+    /// Whether this backend's lock waits are measured by the lab.
+    pub fn lock_wait_measured(&self) -> bool {
+        self.engine.total_lock_wait().is_some()
     }
 
     /// The diesel connection, for reads outside the lab's entry points (tests,
@@ -277,34 +224,16 @@ impl LabConn {
         &mut self.conn
     }
 
-    /// The extended result code of the failing statement, read on this
-    /// connection's own handle: `sqlite3_extended_errcode` if the handle still
-    /// holds an error, else the code captured on the same handle when diesel
-    /// reported the failed query (diesel re-binds a failed statement's
-    /// parameters, and a bind clears the handle's code).
-    pub fn extended_errcode(&self) -> i32 {
-        // SAFETY: the handle is live while self is.
-        let now = unsafe { ffi::sqlite3_extended_errcode(self.raw.0) };
-        if !is_success(now) {
-            return now;
-        }
-        match self.hook.failed_code() {
-            Some(code) if !is_success(code) => code,
-            _ => now,
-        }
-    }
-
-    /// Whether a transaction is open on this connection (SQLite's own view).
+    /// Whether a transaction is open on this connection: the database's own
+    /// view where it has one, else the lab's bookkeeping.
     pub fn in_transaction(&self) -> bool {
-        // SAFETY: the handle is live while self is.
-        unsafe { ffi::sqlite3_get_autocommit(self.raw.0) == 0 }
+        self.engine.in_transaction().unwrap_or(self.open)
     }
 
     /// Whether the open transaction holds (or is committing with) the write
-    /// lock: SQLITE_TXN_WRITE.
+    /// lock, where the database says so (SQLite's SQLITE_TXN_WRITE).
     pub fn holds_write_lock(&self) -> bool {
-        // SAFETY: the handle is live while self is.
-        unsafe { ffi::sqlite3_txn_state(self.raw.0, std::ptr::null()) == ffi::SQLITE_TXN_WRITE }
+        self.engine.holds_write_lock().unwrap_or(false)
     }
 
     /// The open transaction's id (0 when none).
@@ -325,14 +254,14 @@ impl LabConn {
         self.manual
     }
 
-    /// The journal mode of the file, read back.
+    /// The journal mode of the file, read back (SQLite).
     pub fn journal_mode(&mut self) -> QueryResult<String> {
-        pragma_text(&mut self.conn, "PRAGMA journal_mode")
+        sqlite::pragma_text(&mut self.conn, "PRAGMA journal_mode")
     }
 
-    /// `PRAGMA synchronous`, read back, as a name.
+    /// `PRAGMA synchronous`, read back, as a name (SQLite).
     pub fn synchronous(&mut self) -> QueryResult<String> {
-        let n = pragma_text(&mut self.conn, "PRAGMA synchronous")?;
+        let n = sqlite::pragma_text(&mut self.conn, "PRAGMA synchronous")?;
         Ok(match n.as_str() {
             "0" => "off",
             "1" => "normal",
@@ -343,38 +272,14 @@ impl LabConn {
         .to_string())
     }
 
-    /// Classifies a failed call from this connection's own handle. Must be called
-    /// right after the failing call, before anything else runs on the handle.
-    pub fn classify(&self, phase: Phase, err: &diesel::result::Error) -> DbError {
-        let rec = self.hook.record();
-        match err {
-            diesel::result::Error::DatabaseError(_, info) => {
-                let mut code = self.extended_errcode();
-                if is_success(code) && rec.gave_up {
-                    // The code was lost to diesel's cleanup (a failed row-loading
-                    // query), but the busy handler returned 0 during this
-                    // statement, and SQLite answers that with SQLITE_BUSY.
-                    code = ffi::SQLITE_BUSY;
-                }
-                DbError {
-                    class: LockClass::from_sqlite(code, rec.gave_up, rec.calls > 0),
-                    phase,
-                    extended_code: code,
-                    waited: rec.waited,
-                    busy_calls: rec.calls,
-                    message: info.message().to_string(),
-                }
-            }
-            other => DbError {
-                waited: rec.waited,
-                busy_calls: rec.calls,
-                ..DbError::other(phase, other.to_string())
-            },
-        }
+    /// Classifies a failed call from this connection's own error code. Must be
+    /// called right after the failing call, before anything else runs on it.
+    pub fn classify(&mut self, phase: Phase, err: &diesel::result::Error) -> DbError {
+        self.engine.classify(&mut self.conn, phase, err)
     }
 
     fn acquired(&self) -> Option<i64> {
-        *lock(&self.hook.acquired)
+        self.engine.lock_acquired_at()
     }
 
     /// Wall-clock µs at which the open transaction (or the last autocommit
@@ -403,7 +308,22 @@ impl LabConn {
         self.txn_seq += 1;
         self.txn = self.txn_seq;
         self.depth = 0;
-        *lock(&self.hook.acquired) = None;
+        self.engine.reset_acquired();
+    }
+
+    /// Runs a statement that begins a transaction (BEGIN, or the engine's
+    /// START TRANSACTION) and notes it open.
+    fn exec_begin(&mut self, sql: &str) -> QueryResult<()> {
+        self.conn.batch_execute(sql)?;
+        self.open = true;
+        Ok(())
+    }
+
+    /// Runs COMMIT and notes the transaction ended.
+    fn exec_commit(&mut self) -> QueryResult<()> {
+        self.conn.batch_execute("COMMIT")?;
+        self.open = false;
+        Ok(())
     }
 
     /// Ends whatever is open with ROLLBACK, forgetting its pending rows.
@@ -413,14 +333,15 @@ impl LabConn {
                 log::warn!("rollback after a failed attempt failed too: {e}");
             }
         }
+        self.open = false;
         self.depth = 0;
         self.pending.clear();
     }
 
     /// Opens an atomic block, as Django's `atomic()` does: inside an open
     /// transaction a SAVEPOINT; in manual mode with none open, a SAVEPOINT
-    /// (SQLite begins a deferred transaction); else BEGIN as the policy's
-    /// transaction mode says.
+    /// (SQLite begins a deferred transaction; a server first begins one, as
+    /// its driver does when autocommit is off); else BEGIN as the engine says.
     pub fn begin_block(&mut self) -> Result<Block, DbError> {
         let started = now_micros();
         let open = self.in_transaction();
@@ -431,6 +352,14 @@ impl LabConn {
         if open || self.manual {
             if !open {
                 self.new_txn();
+                if !self.engine.savepoint_begins_transaction() {
+                    let begin = self.engine.begin_sql(self.policy.txn_mode, true);
+                    if let Err(e) = self.exec_begin(begin) {
+                        let err = self.classify(Phase::Begin, &e);
+                        self.rollback_all();
+                        return Err(err);
+                    }
+                }
             }
             let acquired_before = self.acquired();
             let name = format!("lab_sp{}", self.depth);
@@ -446,11 +375,8 @@ impl LabConn {
             });
         }
         self.new_txn();
-        let begin = match self.policy.txn_mode {
-            TxnMode::Deferred => "BEGIN DEFERRED",
-            TxnMode::Immediate => "BEGIN IMMEDIATE",
-        };
-        match self.conn.batch_execute(begin) {
+        let begin = self.engine.begin_sql(self.policy.txn_mode, false);
+        match self.exec_begin(begin) {
             Ok(()) => Ok(Block {
                 savepoint: None,
                 outermost: true,
@@ -506,7 +432,7 @@ impl LabConn {
                     // LAB_TXN_WORK: a slower stack's time inside the transaction.
                     std::thread::sleep(self.policy.txn_work);
                 }
-                match self.conn.batch_execute("COMMIT") {
+                match self.exec_commit() {
                     Ok(()) => Ok(std::mem::take(&mut self.pending)),
                     Err(e) => {
                         let err = self.classify(Phase::Commit, &e);
@@ -555,7 +481,7 @@ impl LabConn {
         let nested_at_start = self.in_transaction();
         let started = now_micros();
         if !nested_at_start {
-            *lock(&self.hook.acquired) = None;
+            self.engine.reset_acquired();
         }
         let fail = |conn: &LabConn, error: AttemptFailure, acquired_before| AttemptError {
             error,
@@ -617,7 +543,7 @@ impl LabConn {
     /// Commits the open transaction (of [`LabConn::begin`] or an implicit
     /// one); rolls back if the commit fails.
     pub fn commit(&mut self) -> Result<Committed, DbError> {
-        match self.conn.batch_execute("COMMIT") {
+        match self.exec_commit() {
             Ok(()) => {
                 self.depth = 0;
                 Ok(std::mem::take(&mut self.pending))
@@ -642,7 +568,7 @@ impl LabConn {
             return Ok(None);
         }
         let started = now_micros();
-        match self.conn.batch_execute("COMMIT") {
+        match self.exec_commit() {
             Ok(()) => {
                 self.depth = 0;
                 let times = self.times(started, None, false);
@@ -650,6 +576,12 @@ impl LabConn {
             }
             Err(e) => {
                 let err = self.classify(Phase::Commit, &e);
+                if self.engine.in_transaction().is_none() {
+                    // A server ends a transaction whose COMMIT failed (rolled
+                    // back); SQLite's stays open, and its handle says so.
+                    self.open = false;
+                    self.pending.clear();
+                }
                 Err((err, self.times(started, None, false)))
             }
         }
@@ -682,11 +614,8 @@ impl LabConn {
             self.depth = 0;
             if self.manual {
                 self.new_txn();
-                let begin = match self.policy.txn_mode {
-                    TxnMode::Deferred => "BEGIN",
-                    TxnMode::Immediate => "BEGIN IMMEDIATE",
-                };
-                if let Err(e) = self.conn.batch_execute(begin) {
+                let begin = self.engine.begin_sql(self.policy.txn_mode, true);
+                if let Err(e) = self.exec_begin(begin) {
                     let err = self.classify(Phase::Begin, &e);
                     self.rollback_all();
                     return Err(AttemptError {
@@ -697,7 +626,7 @@ impl LabConn {
                 }
             } else {
                 self.txn = 0;
-                *lock(&self.hook.acquired) = None;
+                self.engine.reset_acquired();
             }
         }
         let joins = self.in_transaction();
@@ -756,30 +685,5 @@ impl LabConn {
         self.conn
             .batch_execute(sql)
             .map_err(|e| self.classify(Phase::Autocommit, &e))
-    }
-}
-
-#[derive(QueryableByName)]
-struct JournalModeRow {
-    #[diesel(sql_type = Text)]
-    journal_mode: String,
-}
-
-#[derive(QueryableByName)]
-struct SynchronousRow {
-    #[diesel(sql_type = Text)]
-    synchronous: String,
-}
-
-/// Reads `PRAGMA journal_mode` or `PRAGMA synchronous` (the only two the lab
-/// reads back) as text.
-pub(crate) fn pragma_text(conn: &mut Conn, pragma: &str) -> QueryResult<String> {
-    match pragma {
-        "PRAGMA journal_mode" => diesel::sql_query(pragma)
-            .get_result::<JournalModeRow>(conn)
-            .map(|r| r.journal_mode.to_ascii_lowercase()),
-        _ => diesel::sql_query("PRAGMA synchronous")
-            .get_result::<SynchronousRow>(conn)
-            .map(|r| r.synchronous),
     }
 }

@@ -58,9 +58,14 @@ impl DbTarget {
         }
     }
 
+    /// The target for messages: the file's path.
+    pub fn display(&self) -> String {
+        self.path().display().to_string()
+    }
+
     /// An SQLite URI for this file. `create` false opens with `mode=rw`, so a
     /// mistyped path is an error and never a new empty file.
-    pub fn uri(&self, create: bool) -> String {
+    pub fn sqlite_uri(&self, create: bool) -> String {
         let mut encoded = String::from("file:");
         for b in self.path().to_string_lossy().bytes() {
             match b {
@@ -89,7 +94,7 @@ mod tests {
         assert_eq!(p("/tmp/x.sqlite3"), Ok(PathBuf::from("/tmp/x.sqlite3")));
         assert!(p("sqlite:///").is_err());
         assert!(p("sqlite://:memory:").is_err());
-        let uri = DbTarget::parse("sqlite:////srv/app/db.sqlite3").map(|t| t.uri(false));
+        let uri = DbTarget::parse("sqlite:////srv/app/db.sqlite3").map(|t| t.sqlite_uri(false));
         assert_eq!(uri.as_deref(), Ok("file:/srv/app/db.sqlite3?mode=rw"));
     }
 }
