@@ -260,7 +260,7 @@ impl Settings {
         self.pidfile
             .as_ref()
             .map(|p| p.value.clone())
-            .unwrap_or_else(|| crate::wake::default_pidfile(self.database.value.path(), name))
+            .unwrap_or_else(|| crate::wake::default_pidfile(self.database.value.side_dir(), name))
     }
 }
 
@@ -306,8 +306,9 @@ impl Daemon {
         drop(conn);
 
         log::info!(
-            "{name}: setting database={} source={}",
-            target.path().display(),
+            "{name}: setting database={} backend={} source={}",
+            target.display(),
+            target.kind(),
             settings.database.source
         );
         log::info!(
@@ -332,7 +333,10 @@ impl Daemon {
                         Source::File
                     );
                     let wanted = settings.knobs.journal_mode.value;
-                    if journal != wanted.as_str() && source != Source::Default {
+                    if target.sqlite_path().is_some()
+                        && journal != wanted.as_str()
+                        && source != Source::Default
+                    {
                         log::warn!(
                             "{name}: the file is in journal_mode={journal} but {source} asks for {wanted}; \
                              the journal mode belongs to the file: run `locklab migrate` with it to change it"
@@ -391,7 +395,7 @@ impl Daemon {
             (settings.knobs.wake.value == schema::settings::WakeMode::Notify).then(|| {
                 crate::wake::Notifier::new(
                     &name,
-                    target.path(),
+                    target.side_dir(),
                     settings.pidfile.as_ref().map(|p| p.value.clone()),
                     settings.wake_urls.clone(),
                 )

@@ -21,12 +21,9 @@ pub fn pid_namespace() -> String {
         .unwrap_or_default()
 }
 
-/// The default pidfile of a runbuilds named `name`, beside the database.
-pub fn default_pidfile(db: &Path, name: &str) -> PathBuf {
-    let dir = db
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+/// The default pidfile of a runbuilds named `name`, in `dir`: the folder of
+/// the SQLite file (or the current folder for a server database).
+pub fn default_pidfile(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.pid"))
 }
 
@@ -65,12 +62,9 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(name: &str, db: &Path, pidfile: Option<PathBuf>, urls: Vec<String>) -> Notifier {
-        let dir = db
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
+    /// `dir`: where runbuilds' default pidfiles are (see [`default_pidfile`]).
+    pub fn new(name: &str, dir: &Path, pidfile: Option<PathBuf>, urls: Vec<String>) -> Notifier {
+        let dir = dir.to_path_buf();
         Notifier {
             pidfile,
             dir,

@@ -190,6 +190,7 @@ mod tests {
             phase: None,
             waited_ms: None,
             code: None,
+            server_code: None,
         }
     }
 

@@ -559,16 +559,31 @@ fn cmd_migrate(m: &ArgMatches) -> anyhow::Result<ExitCode> {
     )?;
     let done = schema::migrate::migrate(&target, knobs.journal_mode.value, &environments.value)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!(
-        "locklab: {} {}: {} migration(s) applied, journal_mode={} ({}), environments {} added, {} in all",
-        if done.created_file { "created" } else { "checked" },
-        target.path().display(),
-        done.applied.len(),
-        done.journal_mode,
-        knobs.journal_mode.source,
-        done.environments_added,
-        done.environments_total
-    );
+    let verb = if done.created_file {
+        "created"
+    } else {
+        "checked"
+    };
+    if target.sqlite_path().is_some() {
+        println!(
+            "locklab: {verb} {}: {} migration(s) applied, journal_mode={} ({}), environments {} added, {} in all",
+            target.display(),
+            done.applied.len(),
+            done.journal_mode,
+            knobs.journal_mode.source,
+            done.environments_added,
+            done.environments_total
+        );
+    } else {
+        println!(
+            "locklab: {verb} {} ({}): {} migration(s) applied, environments {} added, {} in all",
+            target.display(),
+            target.kind(),
+            done.applied.len(),
+            done.environments_added,
+            done.environments_total
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -994,7 +1009,12 @@ fn cmd_check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
             ("unconfirmed", show(c.unconfirmed)),
             ("unfinished", c.unfinished.to_string()),
             ("orphaned_builds", c.orphaned_builds.to_string()),
-            ("integrity_ok", c.integrity_ok.to_string()),
+            (
+                "integrity_ok",
+                c.integrity_ok
+                    .map(|ok| ok.to_string())
+                    .unwrap_or_else(|| "null (a server: no integrity check to run)".to_string()),
+            ),
         ];
         for (name, value) in lines {
             print!("{name}: {value}");

@@ -370,7 +370,11 @@ pub fn check_line(c: &CheckCounts) -> String {
         c.stuck,
         show(c.unconfirmed),
         c.unfinished,
-        if c.integrity_ok { "ok" } else { "FAILED" }
+        match c.integrity_ok {
+            Some(true) => "ok",
+            Some(false) => "FAILED",
+            None => "n/a (server)",
+        }
     )
 }
 
@@ -605,7 +609,7 @@ no ingester ever took, the one ingester was still busy with another build)"
             problems.push(format!("{n} {what}"));
         }
     }
-    if !c.integrity_ok {
+    if c.integrity_ok == Some(false) {
         problems.push("PRAGMA integrity_check failed".to_string());
     }
     if problems.is_empty() {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::settings::{Synchronous, TxnMode};
+use crate::settings::{Isolation, Synchronous, TxnMode};
 
 pub(crate) use crate::backend::sqlite::pragma_text;
 pub use crate::backend::sqlite::{process_lock_wait, sqlite_busy_delay, BusyRecord, StopFlag};
@@ -15,6 +15,8 @@ pub struct Policy {
     pub busy_timeout: Duration,
     pub synchronous: Synchronous,
     pub txn_mode: TxnMode,
+    /// A server's isolation level (SQLite ignores it).
+    pub isolation: Isolation,
     /// App work inside each write transaction (`LAB_TXN_WORK`), before COMMIT.
     pub txn_work: Duration,
     /// Set at shutdown: busy handlers give up and retry loops end.
@@ -27,6 +29,7 @@ impl Default for Policy {
             busy_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Full,
             txn_mode: TxnMode::Deferred,
+            isolation: Isolation::ReadCommitted,
             txn_work: Duration::ZERO,
             stop: StopFlag::default(),
         }

@@ -160,16 +160,46 @@ impl fmt::Display for Phase {
     }
 }
 
+/// A server's error code: PostgreSQL's five-character SQLSTATE or MySQL's
+/// errno (at most five digits). Fixed-size, so errors stay small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerCode([u8; 5]);
+
+impl ServerCode {
+    /// `None` for anything longer than five ASCII characters.
+    pub fn new(code: &str) -> Option<ServerCode> {
+        let bytes = code.as_bytes();
+        if bytes.is_empty() || bytes.len() > 5 || !code.is_ascii() {
+            return None;
+        }
+        let mut b = [b' '; 5];
+        b[..bytes.len()].copy_from_slice(bytes);
+        Some(ServerCode(b))
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("").trim_end()
+    }
+}
+
+impl fmt::Display for ServerCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One failed database attempt, classified from the real code on the failing
 /// connection.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{class} during {phase} (sqlite code {extended_code}, waited {waited:?}): {message}")]
+#[derive(Debug, Clone)]
 pub struct DbError {
     pub class: LockClass,
     pub phase: Phase,
     /// `sqlite3_extended_errcode` read right after the failing call (0 when the
     /// error did not come from SQLite).
     pub extended_code: i32,
+    /// A server's own code, read on the failing connection: PostgreSQL's
+    /// SQLSTATE (`40001`, `40P01`, `55P03`), MySQL's errno (`1213`, `1205`).
+    pub server_code: Option<ServerCode>,
     /// Time the busy handler waited during the failing statement.
     pub waited: Duration,
     /// How many times the busy handler ran during the failing statement.
@@ -177,6 +207,22 @@ pub struct DbError {
     /// SQLite's message. Logged, never sent to HTTP clients.
     pub message: String,
 }
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} during {} ({}, waited {:?}): {}",
+            self.class,
+            self.phase,
+            self.code_text(),
+            self.waited,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for DbError {}
 
 impl DbError {
     /// An error that did not come from SQLite (a row that failed to deserialize,
@@ -186,9 +232,18 @@ impl DbError {
             class: LockClass::Other,
             phase,
             extended_code: 0,
+            server_code: None,
             waited: Duration::ZERO,
             busy_calls: 0,
             message: message.into(),
+        }
+    }
+
+    /// The code for messages: the server's, else SQLite's.
+    pub fn code_text(&self) -> String {
+        match &self.server_code {
+            Some(code) => format!("server code {code}"),
+            None => format!("sqlite code {}", self.extended_code),
         }
     }
 

@@ -35,7 +35,7 @@ pub mod trace;
 pub mod types;
 
 pub use db::{DbTarget, LabConn, Policy, Pool};
-pub use error::{DbError, LockClass, OpError, TxError};
+pub use error::{DbError, LockClass, OpError, ServerCode, TxError};
 pub use ops::Lab;
 pub use types::*;
 

@@ -1,32 +1,40 @@
-//! Migrations and the daemons' read-only startup check.
+//! Migrations and the daemons' read-only startup check, per backend.
 //!
-//! `locklab migrate` ([`migrate`]) is the only code that applies migrations. It
-//! creates the file, sets the journal mode (which belongs to the file) and
-//! registers the environments.
+//! `locklab migrate` ([`migrate`]) is the only code that applies migrations. On
+//! SQLite it creates the file, sets the journal mode (which belongs to the file)
+//! and registers the environments; on a server it creates the database if the
+//! server has none of that name. Each backend has its own migrations
+//! (`migrations/sqlite`, `migrations/postgres`, `migrations/mysql`): the SQL
+//! differs (ids, text keys, the table rebuild SQLite needs).
 //!
-//! The daemons call [`startup_check`]: it opens the file with `mode=rw` (never
-//! creating it) and queries `sqlite_master` and diesel's migrations table
-//! directly. It never calls diesel_migrations' `MigrationHarness`, whose pending
-//! check creates its table and so writes.
+//! The daemons call [`startup_check`]: it opens the database (an SQLite file
+//! with `mode=rw`, never creating it) and queries the catalogue (`sqlite_master`
+//! or `information_schema`) and diesel's migrations table directly. It never
+//! calls diesel_migrations' `MigrationHarness`, whose pending check creates its
+//! table and so writes.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use diesel::connection::SimpleConnection;
+use diesel::migration::MigrationSource;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use diesel::sqlite::Sqlite;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-use crate::backend::Conn;
+use crate::backend::{Conn, Kind, ServerUrl};
 use crate::db::{pragma_text, DbTarget, LabConn, Policy};
 use crate::models::Environment;
 use crate::schema::LAB_TABLES;
 use crate::settings::JournalMode;
 
-/// The migrations in `migrations/`, compiled in.
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+/// The SQLite migrations in `migrations/sqlite`, compiled in.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+/// PostgreSQL's, from `migrations/postgres`.
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+/// MySQL/MariaDB's, from `migrations/mysql`.
+pub const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/mysql");
 
 /// diesel's bookkeeping table.
 pub const MIGRATIONS_TABLE: &str = "__diesel_schema_migrations";
@@ -72,15 +80,29 @@ struct VersionRow {
     version: String,
 }
 
-/// The versions of the embedded migrations, oldest first.
+/// The versions of the embedded SQLite migrations, oldest first.
 pub fn embedded_versions() -> Result<Vec<String>, String> {
-    use diesel::migration::MigrationSource;
-    let migrations = <EmbeddedMigrations as MigrationSource<Sqlite>>::migrations(&MIGRATIONS)
-        .map_err(|e| format!("reading the embedded migrations: {e}"))?;
-    Ok(migrations
-        .iter()
-        .map(|m| m.name().version().to_string())
-        .collect())
+    embedded_versions_for(Kind::Sqlite)
+}
+
+/// The versions of a backend's embedded migrations, oldest first.
+pub fn embedded_versions_for(kind: Kind) -> Result<Vec<String>, String> {
+    fn names<DB: diesel::backend::Backend>(m: &EmbeddedMigrations) -> Result<Vec<String>, String>
+    where
+        EmbeddedMigrations: MigrationSource<DB>,
+    {
+        let migrations = MigrationSource::<DB>::migrations(m)
+            .map_err(|e| format!("reading the embedded migrations: {e}"))?;
+        Ok(migrations
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .collect())
+    }
+    match kind {
+        Kind::Sqlite => names::<diesel::sqlite::Sqlite>(&MIGRATIONS),
+        Kind::Postgres => names::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS),
+        Kind::Mysql => names::<diesel::mysql::Mysql>(&MYSQL_MIGRATIONS),
+    }
 }
 
 fn classify_open_error(path: &str, message: String) -> SchemaError {
@@ -119,14 +141,25 @@ pub struct SchemaStatus {
 /// Reads the tables and applied migrations of an open connection, without
 /// writing anything.
 fn read_status(conn: &mut Conn, path: &str) -> Result<SchemaStatus, SchemaError> {
-    let tables: BTreeSet<String> = diesel::sql_query(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-    )
-    .load::<NameRow>(conn)
-    .map_err(|e| classify_open_error(path, e.to_string()))?
-    .into_iter()
-    .map(|r| r.name)
-    .collect();
+    let catalogue = match conn {
+        Conn::Sqlite(_) => {
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        }
+        Conn::Postgres(_) => {
+            "SELECT CAST(table_name AS TEXT) AS name FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+        }
+        Conn::Mysql(_) => {
+            "SELECT CAST(table_name AS CHAR) AS name FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE'"
+        }
+    };
+    let tables: BTreeSet<String> = diesel::sql_query(catalogue)
+        .load::<NameRow>(conn)
+        .map_err(|e| classify_open_error(path, e.to_string()))?
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     let applied = if tables.contains(MIGRATIONS_TABLE) {
         diesel::sql_query(format!("SELECT version FROM {MIGRATIONS_TABLE}"))
             .load::<VersionRow>(conn)
@@ -152,12 +185,14 @@ fn foreign_tables(status: &SchemaStatus) -> Vec<String> {
         .collect()
 }
 
-/// The daemons' startup check: the file exists, is an SQLite database, holds
-/// locklab's schema and nothing else, and has no pending migration. Read-only.
+/// The daemons' startup check: the database exists, holds locklab's schema
+/// and nothing else, and has no pending migration. Read-only.
 pub fn startup_check(target: &DbTarget) -> Result<SchemaStatus, SchemaError> {
-    let path = target.path().display().to_string();
-    if !target.path().exists() {
-        return Err(SchemaError::Missing { path });
+    let path = target.display();
+    if let Some(file) = target.sqlite_path() {
+        if !file.exists() {
+            return Err(SchemaError::Missing { path });
+        }
     }
     let mut conn = open_for_reading(target, &path)?;
     let status = read_status(conn.diesel(), &path)?;
@@ -173,7 +208,7 @@ pub fn startup_check(target: &DbTarget) -> Result<SchemaStatus, SchemaError> {
         };
         return Err(SchemaError::Foreign { path, tables });
     }
-    let embedded = embedded_versions().map_err(|message| SchemaError::Other {
+    let embedded = embedded_versions_for(target.kind()).map_err(|message| SchemaError::Other {
         path: path.clone(),
         message,
     })?;
@@ -227,8 +262,12 @@ pub fn migrate(
     journal_mode: JournalMode,
     environments: &[(String, u32)],
 ) -> Result<MigrateReport, SchemaError> {
-    let path = target.path().display().to_string();
-    let created_file = !target.path().exists();
+    let path = target.display();
+    if let DbTarget::Server(server) = target {
+        return migrate_server(target, server, environments);
+    }
+    let file = target.sqlite_path().unwrap_or(Path::new(""));
+    let created_file = !file.exists();
     if !created_file {
         // Refuse a file that is not a database or holds other tables, before
         // touching it.
@@ -242,7 +281,7 @@ pub fn migrate(
                 tables: foreign.join(", "),
             });
         }
-    } else if let Some(parent) = target.path().parent().filter(|p| !p.as_os_str().is_empty()) {
+    } else if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
             return Err(SchemaError::Open {
                 path,
@@ -274,13 +313,7 @@ pub fn migrate(
     conn.diesel()
         .batch_execute("PRAGMA foreign_keys = OFF")
         .map_err(|e| other(format!("turning foreign keys off for the migrations: {e}")))?;
-    let applied: Vec<String> = conn
-        .diesel()
-        .run_pending_migrations(MIGRATIONS)
-        .map_err(|e| other(format!("running migrations: {e}")))?
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
+    let applied = run_migrations(conn.diesel()).map_err(other)?;
     let dangling = foreign_key_violations(conn.diesel())
         .map_err(|e| other(format!("PRAGMA foreign_key_check: {e}")))?;
     if dangling > 0 {
@@ -303,6 +336,132 @@ pub fn migrate(
     })
 }
 
+/// Runs the backend's pending migrations on its own diesel connection.
+fn run_migrations(conn: &mut Conn) -> Result<Vec<String>, String> {
+    let applied = match conn {
+        Conn::Sqlite(c) => c.run_pending_migrations(MIGRATIONS),
+        Conn::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+        Conn::Mysql(c) => c.run_pending_migrations(MYSQL_MIGRATIONS),
+    }
+    .map_err(|e| format!("running migrations: {e}"))?;
+    Ok(applied.iter().map(|v| v.to_string()).collect())
+}
+
+/// `migrate` on a server: creates the database if the server has none of that
+/// name, refuses one that holds other tables, runs the pending migrations and
+/// registers the environments.
+fn migrate_server(
+    target: &DbTarget,
+    server: &ServerUrl,
+    environments: &[(String, u32)],
+) -> Result<MigrateReport, SchemaError> {
+    let path = target.display();
+    let other = |message: String| SchemaError::Other {
+        path: path.clone(),
+        message,
+    };
+    let created_file = create_server_database(server, false).map_err(&other)?;
+    let mut conn = LabConn::open(target, Arc::new(Policy::default()), false)
+        .map_err(|e| classify_open_error(&path, e.to_string()))?;
+    let status = read_status(conn.diesel(), &path)?;
+    let foreign = foreign_tables(&status);
+    if !foreign.is_empty() {
+        return Err(SchemaError::Foreign {
+            path,
+            tables: foreign.join(", "),
+        });
+    }
+    let applied = run_migrations(conn.diesel()).map_err(&other)?;
+    let (environments_added, environments_total) =
+        Environment::register(conn.diesel(), environments)
+            .map_err(|e| other(format!("registering environments: {e}")))?;
+    Ok(MigrateReport {
+        created_file,
+        applied,
+        journal_mode: "none (server)".to_string(),
+        environments_added,
+        environments_total,
+    })
+}
+
+/// The server's administrative database, to create or drop others from.
+fn admin_url(server: &ServerUrl) -> ServerUrl {
+    match server.kind() {
+        Kind::Postgres => server.with_database("postgres"),
+        _ => server.with_database(""),
+    }
+}
+
+/// A database name the lab creates: letters, digits and `_` only, so it never
+/// needs quoting.
+fn check_db_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(format!(
+            "database name {name:?}: use letters, digits and _ only (at most 63)"
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the URL's database on its server if it does not exist; with
+/// `fresh`, drops it first. Returns whether it was created.
+pub fn create_server_database(server: &ServerUrl, fresh: bool) -> Result<bool, String> {
+    use diesel::Connection;
+    let name = server.database().unwrap_or_default().to_string();
+    check_db_name(&name)?;
+    let admin = admin_url(server);
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        format!(
+            "{what} on {}: {}",
+            admin.display(),
+            e.to_string().lines().next().unwrap_or("")
+        )
+    };
+    match server.kind() {
+        Kind::Postgres => {
+            let mut c = diesel::pg::PgConnection::establish(&admin.connect_url())
+                .map_err(|e| fail("connecting", &e))?;
+            #[derive(QueryableByName)]
+            struct Exists {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            if fresh {
+                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .map_err(|e| fail("dropping the old database", &e))?;
+            }
+            let n = diesel::sql_query(format!(
+                "SELECT COUNT(*) AS n FROM pg_database WHERE datname = '{name}'"
+            ))
+            .get_result::<Exists>(&mut c)
+            .map_err(|e| fail("listing databases", &e))?
+            .n;
+            if n == 0 {
+                c.batch_execute(&format!("CREATE DATABASE {name}"))
+                    .map_err(|e| fail("creating the database", &e))?;
+            }
+            Ok(n == 0)
+        }
+        Kind::Mysql => {
+            let mut c = diesel::mysql::MysqlConnection::establish(&admin.connect_url())
+                .map_err(|e| fail("connecting", &e))?;
+            if fresh {
+                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .map_err(|e| fail("dropping the old database", &e))?;
+            }
+            let created = diesel::sql_query(format!("CREATE DATABASE IF NOT EXISTS {name}"))
+                .execute(&mut c)
+                .map_err(|e| fail("creating the database", &e))?;
+            // MySQL reports 1 row for a database it created, 0 if it existed.
+            Ok(created > 0)
+        }
+        Kind::Sqlite => Err("not a server".to_string()),
+    }
+}
+
 #[derive(QueryableByName)]
 struct FkViolation {
     #[diesel(sql_type = Text)]
@@ -318,8 +477,31 @@ fn foreign_key_violations(conn: &mut Conn) -> QueryResult<usize> {
 }
 
 /// Reads the file's journal mode and synchronous setting without changing them.
+/// A server has no journal mode (`server`); its durability setting stands for
+/// `synchronous` (PostgreSQL's `synchronous_commit`, InnoDB's
+/// `innodb_flush_log_at_trx_commit`).
 pub fn read_file_modes(conn: &mut LabConn) -> QueryResult<(String, String)> {
-    Ok((conn.journal_mode()?, conn.synchronous()?))
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        value: String,
+    }
+    let durability = match conn.diesel() {
+        Conn::Sqlite(_) => return Ok((conn.journal_mode()?, conn.synchronous()?)),
+        Conn::Postgres(c) => format!(
+            "synchronous_commit={}",
+            diesel::sql_query("SELECT current_setting('synchronous_commit') AS value")
+                .get_result::<Setting>(c)?
+                .value
+        ),
+        Conn::Mysql(c) => format!(
+            "innodb_flush_log_at_trx_commit={}",
+            diesel::sql_query("SELECT CAST(@@innodb_flush_log_at_trx_commit AS CHAR) AS value")
+                .get_result::<Setting>(c)?
+                .value
+        ),
+    };
+    Ok(("server".to_string(), durability))
 }
 
 /// Whether `path` looks like an SQLite database (by its header), for the CLI's

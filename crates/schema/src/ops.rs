@@ -522,7 +522,7 @@ impl<'a> Op<'a> {
             String::new()
         };
         log::warn!(
-            "{}: {} failed class={} waited_ms={:.1} op={} attempt={}{} code={}: {}",
+            "{}: {} failed class={} waited_ms={:.1} op={} attempt={}{} {}: {}",
             self.lab.process,
             match e.phase {
                 crate::error::Phase::Begin => "begin",
@@ -535,7 +535,10 @@ impl<'a> Op<'a> {
             self.name,
             self.attempt,
             inside,
-            e.extended_code,
+            match e.server_code {
+                Some(c) => format!("server_code={c}"),
+                None => format!("code={}", e.extended_code),
+            },
             what
         );
         match pause {

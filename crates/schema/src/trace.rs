@@ -48,6 +48,10 @@ pub struct TraceEvent {
     /// SQLite's extended result code of a failed attempt.
     #[serde(default)]
     pub code: Option<i32>,
+    /// A server's code of a failed attempt: PostgreSQL's SQLSTATE or MySQL's
+    /// errno, as text (added field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_code: Option<String>,
 }
 
 /// What an attempt did, for [`Trace::record`].
@@ -129,6 +133,9 @@ impl Trace {
             phase: a.error.map(|e| e.phase.to_string()),
             waited_ms: a.error.map(|e| e.waited_ms()),
             code: a.error.map(|e| e.extended_code),
+            server_code: a
+                .error
+                .and_then(|e| e.server_code.map(|c| c.as_str().to_string())),
         };
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if serde_json::to_writer(&mut *out, &event).is_ok() {

@@ -15,6 +15,7 @@ use crate::error::{DbError, Phase, TxError};
 use crate::types::now_micros;
 
 use super::engine::{Engine, Kind};
+use super::server;
 use super::sqlite::{self, BusyRecord};
 use super::target::DbTarget;
 
@@ -172,6 +173,12 @@ impl LabConn {
         let (conn, engine) = match target {
             DbTarget::Sqlite(_) => {
                 let (conn, engine) = sqlite::open(target, &policy, create)?;
+                (conn, Box::new(engine) as Box<dyn Engine>)
+            }
+            DbTarget::Server(server) => {
+                // A server database is made by `locklab migrate` (or `run`),
+                // never by opening it; `create` does not apply.
+                let (conn, engine) = server::open(server, &policy)?;
                 (conn, Box::new(engine) as Box<dyn Engine>)
             }
         };
@@ -402,7 +409,10 @@ impl LabConn {
                 if block.outermost && !self.policy.txn_work.is_zero() {
                     std::thread::sleep(self.policy.txn_work);
                 }
-                match self.conn.batch_execute(&format!("RELEASE {name}")) {
+                match self
+                    .conn
+                    .batch_execute(&format!("RELEASE SAVEPOINT {name}"))
+                {
                     Ok(()) => {
                         self.depth = self.depth.saturating_sub(1);
                         if self.in_transaction() {
@@ -452,10 +462,9 @@ impl LabConn {
     /// rows written since it began are dropped from the pending ones.
     fn rollback_savepoint(&mut self, name: &str, outermost: bool) {
         if self.in_transaction() {
-            if let Err(e) = self
-                .conn
-                .batch_execute(&format!("ROLLBACK TO {name}; RELEASE {name}"))
-            {
+            if let Err(e) = self.conn.batch_execute(&format!(
+                "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
+            )) {
                 log::warn!("rolling back to savepoint {name} failed: {e}");
                 if outermost {
                     self.rollback_all();

@@ -1,11 +1,12 @@
 //! The database behind the lab: where it is ([`DbTarget`]), the lab's
 //! connection ([`LabConn`]) and pool, written once, and the backend interface
-//! ([`Engine`]) that each database implements for what differs. Today one
-//! backend, SQLite ([`sqlite`]); the server backends (issue 11) join here.
+//! ([`Engine`]) that each database implements for what differs: SQLite
+//! ([`sqlite`]) and the servers, PostgreSQL and MySQL/MariaDB ([`server`]).
 
 mod conn;
 mod engine;
 mod pool;
+pub mod server;
 pub mod sqlite;
 mod target;
 
@@ -14,7 +15,7 @@ pub use conn::{
 };
 pub use engine::{Engine, Kind};
 pub use pool::{build_pool, LabManager, Pool, PooledConn};
-pub use target::DbTarget;
+pub use target::{DbTarget, ServerUrl};
 
 /// Runs the same diesel expression on whichever backend `conn` holds, each arm
 /// compiled for its concrete connection. For the few queries the multi backend

@@ -382,6 +382,7 @@ impl Knobs {
             synchronous: self.synchronous.value,
             txn_mode: self.txn_mode.value,
             txn_work: self.txn_work.value,
+            isolation: super::Isolation::ReadCommitted,
             stop: crate::db::StopFlag::default(),
         }
     }

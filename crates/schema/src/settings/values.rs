@@ -72,6 +72,33 @@ knob_enum!(
 );
 
 knob_enum!(
+    /// A server's transaction isolation level (`LAB_ISOLATION`). SQLite has one
+    /// (serializable) and ignores the knob.
+    Isolation, "isolation level" {
+        /// Each statement sees what was committed before it began: Django's
+        /// default on PostgreSQL and (since Django 2.0) on MySQL.
+        ReadCommitted => "read-committed",
+        /// One snapshot for the whole transaction, from its first read: a poll
+        /// inside one long transaction never sees new rows (MySQL's default).
+        RepeatableRead => "repeatable-read",
+        /// As repeatable read, and conflicting transactions fail with a
+        /// serialization error (PostgreSQL 40001).
+        Serializable => "serializable",
+    }
+);
+
+impl Isolation {
+    /// The level as SQL spells it.
+    pub fn sql(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "READ COMMITTED",
+            Isolation::RepeatableRead => "REPEATABLE READ",
+            Isolation::Serializable => "SERIALIZABLE",
+        }
+    }
+}
+
+knob_enum!(
     /// What happens after a failed attempt.
     RetryPolicy, "retry policy" {
         /// Give up at once.

@@ -4,6 +4,7 @@
 mod classify;
 mod migrate;
 mod retry;
+mod servers;
 mod toaster;
 
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -22,13 +22,13 @@ fn migrate_creates_everything_and_is_idempotent() {
     for table in schema::schema::LAB_TABLES {
         assert!(status.tables.contains(*table), "missing {table}");
     }
-    let before = std::fs::read(target.path()).unwrap();
+    let before = std::fs::read(target.sqlite_path().expect("a file")).unwrap();
     let second = migrate(&target, JournalMode::Wal, &envs).unwrap();
     assert!(!second.created_file);
     assert!(second.applied.is_empty());
     assert_eq!(second.environments_added, 0);
     assert_eq!(second.environments_total, 7);
-    let after = std::fs::read(target.path()).unwrap();
+    let after = std::fs::read(target.sqlite_path().expect("a file")).unwrap();
     assert_eq!(before, after, "a second migrate changes nothing");
     let db = TestDb { dir, target };
     let mut conn = db.conn(policy(200, TxnMode::Deferred));

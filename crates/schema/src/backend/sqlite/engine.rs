@@ -170,6 +170,7 @@ impl Engine for SqliteEngine {
                     class: LockClass::from_sqlite(code, rec.gave_up, rec.calls > 0),
                     phase,
                     extended_code: code,
+                    server_code: None,
                     waited: rec.waited,
                     busy_calls: rec.calls,
                     message: info.message().to_string(),
