@@ -303,6 +303,7 @@ impl Daemon {
         let (journal, synchronous) =
             schema::migrate::read_file_modes(&mut conn).context("reading the journal mode back")?;
         let busy_timeout = conn.busy_timeout();
+        lab.stats.set_lock_wait_measured(conn.lock_wait_measured());
         drop(conn);
 
         log::info!(

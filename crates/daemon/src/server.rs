@@ -66,7 +66,7 @@ pub fn summary_line(r: &ProcessReport) -> String {
         .map(|(c, n)| format!("{c}={n}"))
         .collect();
     format!(
-        "{}: summary ops={} ok={} gave_up={} retried={} failed={}{} rows={} rows/s={:.1} p50={:.1}ms p95={:.1}ms lock_wait={:.1}%",
+        "{}: summary ops={} ok={} gave_up={} retried={} failed={}{} rows={} rows/s={:.1} p50={:.1}ms p95={:.1}ms lock_wait={}",
         r.name,
         r.ops,
         r.ok,
@@ -78,7 +78,9 @@ pub fn summary_line(r: &ProcessReport) -> String {
         r.rows_per_s,
         r.latency_ms.p50,
         r.latency_ms.p95,
-        r.lock_wait_share * 100.0
+        r.lock_wait_share
+            .map(|s| format!("{:.1}%", s * 100.0))
+            .unwrap_or_else(|| "n/a".to_string())
     )
 }
 

@@ -163,10 +163,14 @@ pub struct RunArgs {
     /// it are replaced).
     #[arg(long, default_value = "locklab-run", value_name = "DIR")]
     pub out: PathBuf,
-    /// Use this database file instead of a fresh one in --out.
-    #[arg(long, value_name = "PATH")]
-    pub database_url: Option<PathBuf>,
-    /// Allow --database-url to name an existing locklab database.
+    /// Use this database instead of a fresh SQLite file in --out: an SQLite
+    /// file, or a server URL (postgres://user:password@host/db,
+    /// mysql://user:password@host/db), whose database is dropped and created
+    /// again for the run unless it holds tables locklab does not own.
+    #[arg(long, value_name = "PATH|URL")]
+    pub database_url: Option<String>,
+    /// Allow --database-url to name an existing locklab database (on a server:
+    /// keep the database instead of recreating it).
     #[arg(long)]
     pub reuse: bool,
     /// Exit 1 on any given-up operation or check violation (for CI).

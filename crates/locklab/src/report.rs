@@ -27,6 +27,10 @@ pub struct EnvironmentInfo {
     pub sqlite_version: String,
     pub fs_type: String,
     pub cores: usize,
+    /// The server and its version, on a server backend (`PostgreSQL 15.18`,
+    /// `MariaDB 10.11.19`); null on SQLite (added field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -148,6 +152,7 @@ pub fn environment_info(db_dir: &Path) -> EnvironmentInfo {
         cores: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
+        server_version: None,
     }
 }
 
@@ -201,6 +206,14 @@ fn percent(x: f64) -> Cell {
     Cell::new(format!("{:.1}%", x * 100.0)).set_alignment(CellAlignment::Right)
 }
 
+/// A share that may not be measured (lock waits on a server): `n/a`.
+fn share(x: Option<f64>) -> Cell {
+    match x {
+        Some(x) => percent(x),
+        None => Cell::new("n/a").set_alignment(CellAlignment::Right),
+    }
+}
+
 /// The per-process table: the counts a user compares across processes. By
 /// default it fits 120 columns: two-line headers, the lock classes that
 /// matter, rows/s and lock wait over the load window, p99. `wide` shows every
@@ -248,7 +261,7 @@ pub fn process_table(processes: &[ProcessReport], wide: bool) -> Table {
                 float(p.latency_ms.p50, 1),
                 float(p.latency_ms.p95, 1),
                 float(p.latency_ms.p99, 1),
-                percent(p.lock_wait_share),
+                share(p.lock_wait_share),
             ]);
         }
         return t;
@@ -287,7 +300,7 @@ pub fn process_table(processes: &[ProcessReport], wide: bool) -> Table {
         row.extend([
             float(p.rows_per_s, 0),
             float(p.latency_ms.p99, 0),
-            percent(p.lock_wait_share),
+            share(p.lock_wait_share),
         ]);
         t.add_row(row);
     }
@@ -762,7 +775,7 @@ pub fn render_markdown(r: &Report) -> String {
             - p.failed_of(LockClass::BusyTimeout);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1}% |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
             p.name,
             p.ops,
             p.ok,
@@ -775,7 +788,9 @@ pub fn render_markdown(r: &Report) -> String {
             other,
             p.rows_committed,
             p.latency_ms.p95,
-            p.lock_wait_share * 100.0
+            p.lock_wait_share
+                .map(|s| format!("{:.1}%", s * 100.0))
+                .unwrap_or_else(|| "n/a".to_string())
         );
     }
     let _ = writeln!(

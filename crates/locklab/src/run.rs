@@ -41,7 +41,8 @@ pub struct RunOptions {
     pub runbuilds: u32,
     pub drain_timeout: Duration,
     pub out: PathBuf,
-    pub database: Option<PathBuf>,
+    /// `--database-url`: an SQLite file, or a server URL (PostgreSQL, MySQL).
+    pub database: Option<String>,
     pub reuse: bool,
     pub events_per_build: u32,
     pub event_delay: Option<String>,
@@ -181,7 +182,7 @@ struct Spawned {
 fn spawn_daemon(
     bin: &Path,
     name: &str,
-    db: &Path,
+    db: &str,
     opts: &RunOptions,
     extra: &[(String, String)],
 ) -> anyhow::Result<Spawned> {
@@ -332,8 +333,15 @@ fn abandoned_in_db(conn: &mut LabConn, parts: &mut Vec<String>) {
 pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Result<Report> {
     let bins = daemon_binaries()?;
     let _out_lock = prepare_out(&opts.out)?;
-    let db_path = match &opts.database {
-        Some(p) => {
+    let given = opts
+        .database
+        .as_deref()
+        .map(DbTarget::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let target = match given {
+        Some(DbTarget::Server(server)) => fresh_server_database(&server, opts.reuse)?,
+        Some(DbTarget::Sqlite(p)) => {
             if p.exists() && !opts.reuse {
                 bail!(
                     "{} exists; pass --reuse to run on it (it must be a locklab database), or give another path",
@@ -341,31 +349,41 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
                 );
             }
             if p.exists()
-                && !schema::migrate::has_sqlite_header(p)
-                && std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) > 0
+                && !schema::migrate::has_sqlite_header(&p)
+                && std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0) > 0
             {
                 bail!(
                     "{} is not an SQLite database; refusing to touch it",
                     p.display()
                 );
             }
-            p.clone()
+            DbTarget::Sqlite(p)
         }
-        None => opts.out.join("locklab.sqlite3"),
+        None => DbTarget::Sqlite(opts.out.join("locklab.sqlite3")),
     };
-    let target = DbTarget::Sqlite(db_path.clone());
     let migrated = schema::migrate::migrate(&target, opts.journal_mode, &opts.environments)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let db_arg = match &target {
+        DbTarget::Sqlite(p) => p.display().to_string(),
+        DbTarget::Server(s) => s.url().to_string(),
+    };
     eprintln!(
-        "locklab: database {} (journal_mode={}), preset {}, {} clients × NUM {} for {}",
-        db_path.display(),
-        migrated.journal_mode,
+        "locklab: database {} ({}), preset {}, {} clients × NUM {} for {}",
+        target.display(),
+        match &target {
+            DbTarget::Sqlite(_) => format!("journal_mode={}", migrated.journal_mode),
+            DbTarget::Server(_) => format!("{}, a fresh database for this run", target.kind()),
+        },
         opts.preset,
         opts.clients,
         opts.num,
         schema::settings::fmt_duration(opts.duration)
     );
-    let witness = start_witness(&db_path, opts);
+    // The witness reads the kernel's locks on an SQLite file; a server keeps
+    // its locks to itself.
+    let witness = target
+        .sqlite_path()
+        .and_then(|db_path| start_witness(db_path, opts));
 
     let mut daemons: Vec<Spawned> = Vec::new();
     let bin = |n: &str| {
@@ -385,7 +403,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     if let Some(p) = &opts.poll_interval {
         sched_flags.push(("--poll-interval".to_string(), p.clone()));
     }
-    daemons.push(spawn_daemon(&bin("webui"), "webui", &db_path, opts, &[])?);
+    daemons.push(spawn_daemon(&bin("webui"), "webui", &db_arg, opts, &[])?);
     for i in 1..=opts.runbuilds {
         let name = if i == 1 {
             "runbuilds".to_string()
@@ -395,7 +413,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         daemons.push(spawn_daemon(
             &bin("runbuilds"),
             &name,
-            &db_path,
+            &db_arg,
             opts,
             &sched_flags,
         )?);
@@ -403,7 +421,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     daemons.push(spawn_daemon(
         &bin("buildinfohelper"),
         "buildinfohelper",
-        &db_path,
+        &db_arg,
         opts,
         &ingest_flags,
     )?);
@@ -605,9 +623,12 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     let mut report = Report {
         schema_version: SCHEMA_VERSION,
         preset: opts.preset.clone(),
-        backend: "sqlite".to_string(),
+        backend: target.kind().to_string(),
         duration_s: load_elapsed.as_secs_f64(),
-        environment: report::environment_info(db_path.parent().unwrap_or(Path::new("."))),
+        environment: report::EnvironmentInfo {
+            server_version: schema::migrate::server_version(&target),
+            ..report::environment_info(target.side_dir())
+        },
         load: LoadInfo {
             clients: opts.clients,
             num: opts.num,
@@ -697,6 +718,31 @@ pub fn strict_failure(r: &Report) -> Option<String> {
 
 /// The witness's sampling interval during a run.
 pub const WITNESS_INTERVAL: Duration = Duration::from_millis(1);
+
+/// A fresh database for a run on a server: the database the URL names is
+/// dropped and created again, but only if it holds nothing but locklab's
+/// tables (or does not exist). `--reuse` keeps it as it is.
+fn fresh_server_database(
+    server: &schema::backend::ServerUrl,
+    reuse: bool,
+) -> anyhow::Result<DbTarget> {
+    let target = DbTarget::Server(server.clone());
+    if !reuse {
+        // Missing, empty, pending or a lab database: all safe to recreate.
+        if let Err(schema::migrate::SchemaError::Foreign { tables, .. }) =
+            schema::migrate::startup_check(&target)
+        {
+            bail!(
+                "{}: the database holds tables locklab does not own ({tables}); a run drops and \
+                 recreates its database, so name a database of its own",
+                target.display()
+            );
+        }
+        schema::migrate::create_server_database(server, true)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", target.display()))?;
+    }
+    Ok(target)
+}
 
 /// Starts `locklab who` on the run's database, the independent witness of
 /// who held the write lock. A run goes on without it if it cannot start.

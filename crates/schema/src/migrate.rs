@@ -462,6 +462,29 @@ pub fn create_server_database(server: &ServerUrl, fresh: bool) -> Result<bool, S
     }
 }
 
+/// The server's name and version (`PostgreSQL 15.18`, `MariaDB 10.11.19-…`);
+/// `None` for SQLite or a server that cannot be reached.
+pub fn server_version(target: &DbTarget) -> Option<String> {
+    #[derive(QueryableByName)]
+    struct V {
+        #[diesel(sql_type = Text)]
+        v: String,
+    }
+    let sql = match target.kind() {
+        Kind::Sqlite => return None,
+        Kind::Postgres => "SELECT 'PostgreSQL ' || current_setting('server_version') AS v",
+        Kind::Mysql => {
+            "SELECT CAST(CONCAT(IF(VERSION() LIKE '%MariaDB%', 'MariaDB ', 'MySQL '), VERSION()) \
+             AS CHAR) AS v"
+        }
+    };
+    let mut conn = LabConn::open(target, Arc::new(Policy::default()), false).ok()?;
+    diesel::sql_query(sql)
+        .get_result::<V>(conn.diesel())
+        .ok()
+        .map(|r| r.v)
+}
+
 #[derive(QueryableByName)]
 struct FkViolation {
     #[diesel(sql_type = Text)]

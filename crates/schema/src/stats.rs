@@ -76,6 +76,9 @@ pub struct Stats {
     window: Mutex<Window>,
     ops: Mutex<BTreeMap<&'static str, OpCounters>>,
     lock_wait_us: AtomicU64,
+    /// Whether this process's lock waits are measured (SQLite's busy handler);
+    /// a server waits inside the server, out of the lab's sight.
+    lock_wait_measured: std::sync::atomic::AtomicBool,
     stalls: Mutex<Stalls>,
 }
 
@@ -249,6 +252,7 @@ impl Stats {
             }),
             ops: Mutex::new(BTreeMap::new()),
             lock_wait_us: AtomicU64::new(0),
+            lock_wait_measured: std::sync::atomic::AtomicBool::new(true),
             stalls: Mutex::new(Stalls {
                 after: Duration::from_secs(10),
                 inflight: HashMap::new(),
@@ -260,6 +264,12 @@ impl Stats {
     }
 
     /// The busy timeout: an operation in flight over twice as long is a stall.
+    /// Lock waits are not measured on this process's backend (a server):
+    /// `lock_wait_share` is reported as null.
+    pub fn set_lock_wait_measured(&self, measured: bool) {
+        self.lock_wait_measured.store(measured, Ordering::Relaxed);
+    }
+
     pub fn set_busy_timeout(&self, timeout: Duration) {
         self.lock_stalls().after = timeout * 2;
     }
@@ -537,12 +547,13 @@ impl Stats {
         report.drain_s = w.end.map(|e| e.at.elapsed().as_secs_f64()).unwrap_or(0.0);
         report.rows_in_load = end.rows.saturating_sub(w.start.rows);
         report.rows_per_s = report.rows_in_load as f64 / load_s;
-        report.lock_wait_share = (end
-            .lock_wait
-            .saturating_sub(w.start.lock_wait)
-            .as_secs_f64()
-            / load_s)
-            .min(1.0);
+        report.lock_wait_share = self.lock_wait_measured.load(Ordering::Relaxed).then(|| {
+            (end.lock_wait
+                .saturating_sub(w.start.lock_wait)
+                .as_secs_f64()
+                / load_s)
+                .min(1.0)
+        });
         report.lock_wait_total_s = self.lock_wait_us.load(Ordering::Relaxed) as f64 / 1e6;
         report.latency_ms = Latency::of(&all);
         report.aborted = report.rolled_back;
@@ -716,8 +727,9 @@ pub struct ProcessReport {
     /// Rows committed per second of the load window (`rows_in_load / load_s`).
     pub rows_per_s: f64,
     /// Share of the load window in which the process waited in the busy
-    /// handler.
-    pub lock_wait_share: f64,
+    /// handler. Null on a server backend, whose lock waits happen inside the
+    /// server where the lab cannot time them.
+    pub lock_wait_share: Option<f64>,
     pub latency_ms: Latency,
     pub by_op: BTreeMap<String, OpReport>,
     /// Seconds the counters cover.

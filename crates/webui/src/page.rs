@@ -28,6 +28,8 @@ struct Index {
     environments: Vec<Environment>,
     rows: Vec<Row>,
     stats: ProcessReport,
+    /// The lock wait share as shown: `12.3%`, or `n/a` on a server.
+    lock_wait: String,
     failed: Vec<(String, u64)>,
     settings: Vec<(&'static str, String, String)>,
 }
@@ -83,6 +85,10 @@ pub async fn index(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
                 reason: r.reason.unwrap_or_default(),
             })
             .collect(),
+        lock_wait: stats
+            .lock_wait_share
+            .map(|s| format!("{:.1}%", s * 100.0))
+            .unwrap_or_else(|| "n/a".to_string()),
         stats,
         failed,
         settings: d

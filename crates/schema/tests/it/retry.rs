@@ -55,7 +55,7 @@ fn toaster_retry_rides_out_a_long_lock() {
         "{:?}",
         r.identity_violations()
     );
-    assert!(r.lock_wait_share > 0.0);
+    assert!(r.lock_wait_share.unwrap() > 0.0);
 }
 
 #[test]
