@@ -13,7 +13,7 @@ use schema::db::{build_pool, DbTarget, Pool};
 use schema::migrate::startup_check;
 use schema::settings::{
     def, fmt_duration, parse_duration, process_env, Def, Env, Flags, Knobs, ReportSettings,
-    Resolver, Source, Sourced,
+    Resolver, Source, Sourced, KNOBS,
 };
 use schema::trace::Trace;
 use schema::Lab;
@@ -60,50 +60,41 @@ pub struct CommonArgs {
     pub knobs: KnobArgs,
 }
 
-/// The database and strategy knobs (the ones a preset sets). `locklab run`
-/// takes the same flags and passes the ones you typed on to the daemons.
-#[derive(Debug, Clone, Default, Args)]
-pub struct KnobArgs {
-    /// Journal mode you expect (delete or wal; alias WAL=true/false). The file's
-    /// mode wins: it is set by `locklab migrate`; a daemon only warns.
-    #[arg(long, env = "LAB_JOURNAL_MODE", value_name = "MODE")]
-    pub journal_mode: Option<String>,
-    /// Busy timeout of the lab's busy handler (alias TIMEOUT, in seconds as in Django).
-    #[arg(long, env = "LAB_BUSY_TIMEOUT", value_name = "DURATION")]
-    pub busy_timeout: Option<String>,
-    /// PRAGMA synchronous: full, normal or off.
-    #[arg(long, env = "LAB_SYNCHRONOUS", value_name = "MODE")]
-    pub synchronous: Option<String>,
-    /// How write transactions begin: deferred or immediate.
-    #[arg(long, env = "LAB_TXN_MODE", value_name = "MODE")]
-    pub txn_mode: Option<String>,
-    /// One transaction per HTTP request, as Django's ATOMIC_REQUESTS (alias
-    /// ATOMIC_REQUESTS). Used by webui.
-    #[arg(long, env = "LAB_ATOMIC_REQUESTS", value_name = "BOOL")]
-    pub atomic_requests: Option<String>,
-    /// After a failed attempt: none, toaster (forever, 0.5 s apart) or backoff.
-    #[arg(long, env = "LAB_RETRY", value_name = "POLICY")]
-    pub retry: Option<String>,
-    /// How long `backoff` keeps trying one operation.
-    #[arg(long, env = "LAB_RETRY_DEADLINE", value_name = "DURATION")]
-    pub retry_deadline: Option<String>,
-    /// How runbuilds claims: toaster, single or guarded.
-    #[arg(long, env = "LAB_CLAIM", value_name = "STRATEGY")]
-    pub claim: Option<String>,
-    /// How buildinfohelper commits: per-event, every-3-tasks or batch:N.
-    #[arg(long, env = "LAB_COMMIT", value_name = "POLICY")]
-    pub commit: Option<String>,
-    /// App work inside each write transaction, modelling a slower stack.
-    #[arg(long, env = "LAB_TXN_WORK", value_name = "DURATION")]
-    pub txn_work: Option<String>,
-    /// What makes runbuilds schedule: poll (every poll interval) or notify
-    /// (only when webui or buildinfohelper wake it, as Toaster does).
-    #[arg(long, env = "LAB_WAKE", value_name = "MODE")]
-    pub wake: Option<String>,
-    /// How webui creates a request: lab (the demo's view) or toaster (Build
-    /// row, request, child rows, each its own transaction).
-    #[arg(long, env = "LAB_CREATE_SHAPE", value_name = "SHAPE")]
-    pub create_shape: Option<String>,
+/// The database and strategy knobs (the ones a preset sets), as flags: one per
+/// entry of [`schema::settings::KNOBS`], where each is declared with its help.
+/// `locklab run` takes the same flags and passes the ones you typed on to the
+/// daemons. The values stay in clap's matches; [`flags_from_matches`] reads
+/// the ones typed on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct KnobArgs;
+
+impl clap::FromArgMatches for KnobArgs {
+    fn from_arg_matches(_: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(KnobArgs)
+    }
+    fn update_from_arg_matches(&mut self, _: &ArgMatches) -> Result<(), clap::Error> {
+        Ok(())
+    }
+}
+
+impl Args for KnobArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        KNOBS.iter().fold(cmd, |cmd, k| {
+            let help = k.help.trim();
+            let short = help.split(". ").next().unwrap_or(help);
+            cmd.arg(
+                clap::Arg::new(k.def.key)
+                    .long(k.def.flag.trim_start_matches('-'))
+                    .env(k.def.env)
+                    .value_name(k.value_name)
+                    .help(short.trim_end_matches('.').to_string() + ".")
+                    .long_help(help.to_string()),
+            )
+        })
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 /// The keys of [`CommonArgs`] in clap's matches, with their setting keys.
@@ -120,28 +111,17 @@ const COMMON_IDS: &[(&str, Def)] = &[
     ("wake_urls", def::WAKE_URLS),
 ];
 
-/// The ids of [`KnobArgs`] in clap's matches, with their settings.
-pub const KNOB_IDS: &[(&str, Def)] = &[
-    ("journal_mode", def::JOURNAL_MODE),
-    ("busy_timeout", def::BUSY_TIMEOUT),
-    ("synchronous", def::SYNCHRONOUS),
-    ("txn_mode", def::TXN_MODE),
-    ("atomic_requests", def::ATOMIC_REQUESTS),
-    ("retry", def::RETRY),
-    ("retry_deadline", def::RETRY_DEADLINE),
-    ("claim", def::CLAIM),
-    ("commit", def::COMMIT),
-    ("txn_work", def::TXN_WORK),
-    ("wake", def::WAKE),
-    ("create_shape", def::CREATE_SHAPE),
-];
+/// The ids of [`KnobArgs`] in clap's matches (each knob's key), with their settings.
+pub fn knob_ids() -> Vec<(&'static str, Def)> {
+    KNOBS.iter().map(|k| (k.def.key, k.def)).collect()
+}
 
 /// The values the user typed on the command line (not clap defaults, not values
 /// clap read from the environment: the resolver reads the environment itself,
 /// so that it can apply the demo's aliases and presets in order).
 pub fn flags_from_matches(matches: &ArgMatches, extra: &[(&str, Def)]) -> Flags {
     let mut flags = Flags::new();
-    for (id, d) in COMMON_IDS.iter().chain(KNOB_IDS).chain(extra) {
+    for (id, d) in COMMON_IDS.iter().chain(&knob_ids()).chain(extra) {
         if matches.value_source(id) == Some(ValueSource::CommandLine) {
             if let Some(v) = matches.get_one::<String>(id) {
                 flags.insert(d.key, v.clone());
@@ -290,7 +270,12 @@ impl Daemon {
         let name = settings.name.value.clone();
         let target = &settings.database.value;
         startup_check(target).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let lab = Lab::new(name.clone());
+        // The process's retry policy (LAB_RETRY, LAB_RETRY_DEADLINE): every
+        // operation of this daemon retries as it says.
+        let lab = Lab::new(name.clone()).with_retry(
+            settings.knobs.retry.value,
+            settings.knobs.retry_deadline.value,
+        );
         lab.stats
             .set_busy_timeout(settings.knobs.busy_timeout.value);
         // The busy handlers of this process give up when it stops.
@@ -304,7 +289,23 @@ impl Daemon {
             schema::migrate::read_file_modes(&mut conn).context("reading the journal mode back")?;
         let busy_timeout = conn.busy_timeout();
         lab.stats.set_lock_wait_measured(conn.lock_wait_measured());
+        let engines = if target.kind() == schema::backend::Kind::Mysql {
+            schema::migrate::mysql_table_engines(conn.diesel())
+                .context("reading the tables' storage engines")?
+        } else {
+            Vec::new()
+        };
         drop(conn);
+        for (table, engine) in engines
+            .iter()
+            .filter(|(_, e)| !e.eq_ignore_ascii_case("InnoDB"))
+        {
+            log::warn!(
+                "{name}: warning: table {table} is {engine}, not transactional: BEGIN and ROLLBACK \
+                 are accepted and ignored (MySQL says so only in warning 1196); \
+                 LAB_MYSQL_ENGINE=innodb with a fresh database cures it"
+            );
+        }
 
         log::info!(
             "{name}: setting database={} backend={} source={}",

@@ -30,7 +30,7 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
 /// aliases), for tests that must not inherit the caller's.
 pub fn setting_variables() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = Vec::new();
-    for d in schema::settings::def::ALL {
+    for d in schema::settings::def::all() {
         v.push(d.env);
         if let Some(a) = d.alias {
             v.push(a);

@@ -42,77 +42,11 @@ pub fn differences(from: &Preset, to: &Preset) -> Vec<KnobChange> {
             });
         }
     };
-    push(
-        "journal_mode",
-        "--journal-mode",
-        from.journal_mode.to_string(),
-        to.journal_mode.to_string(),
-        None,
-    );
-    push(
-        "busy_timeout",
-        "--busy-timeout",
-        fmt_duration(from.busy_timeout),
-        fmt_duration(to.busy_timeout),
-        None,
-    );
-    push(
-        "synchronous",
-        "--synchronous",
-        from.synchronous.to_string(),
-        to.synchronous.to_string(),
-        (to.synchronous != Synchronous::Full)
-            .then_some("durability: a power loss or OS crash can lose the last transactions"),
-    );
-    push(
-        "txn_mode",
-        "--txn-mode",
-        from.txn_mode.to_string(),
-        to.txn_mode.to_string(),
-        None,
-    );
-    push(
-        "atomic_requests",
-        "--atomic-requests",
-        from.atomic_requests.to_string(),
-        to.atomic_requests.to_string(),
-        None,
-    );
-    push(
-        "retry",
-        "--retry",
-        from.retry.to_string(),
-        to.retry.to_string(),
-        None,
-    );
-    push(
-        "claim",
-        "--claim",
-        from.claim.to_string(),
-        to.claim.to_string(),
-        None,
-    );
-    push(
-        "commit",
-        "--commit",
-        from.commit.to_string(),
-        to.commit.to_string(),
-        None,
-    );
-    push(
-        "wake",
-        "--wake",
-        from.wake.to_string(),
-        to.wake.to_string(),
-        None,
-    );
-    push(
-        "create_shape",
-        "--create-shape",
-        from.create_shape.to_string(),
-        to.create_shape.to_string(),
-        None,
-    );
+    for ((d, a, _), (_, b, _)) in from.knobs.describe().into_iter().zip(to.knobs.describe()) {
+        let cost = (d.key == "synchronous" && b != Synchronous::Full.to_string())
+            .then_some("durability: a power loss or OS crash can lose the last transactions");
+        push(d.key, d.flag, a, b, cost);
+    }
     let pace = |p: &Preset| {
         p.event_delay
             .map(fmt_duration)

@@ -64,6 +64,17 @@ pub struct CheckCounts {
     /// added field).
     #[serde(default)]
     pub orphaned_builds: u64,
+    /// Requests left queued while environments that could satisfy them were
+    /// free for 5 s or more without a break: a scheduler that does not see
+    /// them (reported, not a violation; added field).
+    #[serde(default)]
+    pub queued_while_free: u64,
+    /// Booking rows a claim that rolled back left behind: a request's
+    /// bookings beyond what its claims booked (all of them, for a request
+    /// never claimed). A transactional database leaves none; MyISAM keeps
+    /// every row written before the ROLLBACK (added field).
+    #[serde(default)]
+    pub leaked_partial_bookings: u64,
 }
 
 impl CheckCounts {
@@ -75,6 +86,7 @@ impl CheckCounts {
             + self.double_claimed
             + self.double_booked
             + self.leaked_bookings
+            + self.leaked_partial_bookings
             + self.partial_writes.unwrap_or(0)
             + self.stuck
             + self.unlogged.unwrap_or(0)
@@ -145,6 +157,8 @@ pub fn read_log(path: &Path) -> anyhow::Result<Vec<LogLine>> {
 pub struct CheckResult {
     pub counts: CheckCounts,
     pub examples: BTreeMap<&'static str, Vec<String>>,
+    /// Submit to claim (report.json's top-level `queue_wait_ms`).
+    pub queue_wait_ms: Option<crate::queue::QueueWait>,
 }
 
 const EXAMPLES: usize = 5;
@@ -394,6 +408,77 @@ pub fn check(
         r.counts.unconfirmed = Some(unconfirmed);
         r.counts.unlogged = Some(unlogged);
         r.counts.misattributed = Some(misattributed);
+    }
+
+    // The queue: waits, and requests left queued while they could run.
+    {
+        let mut claimed: HashMap<RequestId, i64> = HashMap::new();
+        for b in builds.iter().filter(|b| b.claimed_by.is_some()) {
+            if let Some(req) = b.request_id {
+                let at = claimed.entry(req).or_insert(b.started_at);
+                *at = (*at).min(b.started_at);
+            }
+        }
+        let facts: Vec<crate::queue::QueuedFact> = BuildRequest::queue_facts(c)
+            .context("reading requests")?
+            .into_iter()
+            .map(|(id, state, needs, created_at)| crate::queue::QueuedFact {
+                id,
+                needs,
+                created_at,
+                claimed_at: claimed.get(&id).copied(),
+                still_queued: state == RequestState::Queued,
+            })
+            .collect();
+        let kinds: HashMap<_, _> = Environment::all(c)
+            .context("reading environments")?
+            .into_iter()
+            .map(|e| (e.id, e.kind))
+            .collect();
+        let bookings = Booking::all(c).context("reading bookings")?;
+        let mut booked: HashMap<RequestId, u64> = HashMap::new();
+        for b in &bookings {
+            *booked.entry(b.request_id).or_default() += 1;
+        }
+        let mut claims: HashMap<RequestId, u64> = HashMap::new();
+        for b in builds.iter().filter(|b| b.claimed_by.is_some()) {
+            if let Some(req) = b.request_id {
+                *claims.entry(req).or_default() += 1;
+            }
+        }
+        for f in &facts {
+            let n = booked.get(&f.id).copied().unwrap_or(0);
+            let claimed = claims.get(&f.id).copied().unwrap_or(0);
+            let expected = u64::from(f.needs.total()) * claimed;
+            if n > expected {
+                r.counts.leaked_partial_bookings += n - expected;
+                r.example("leaked_partial_bookings", || {
+                    format!(
+                        "request {} has {n} bookings; its {claimed} claim(s) booked {expected}",
+                        f.id
+                    )
+                });
+            }
+        }
+        let held: Vec<crate::queue::Held> = bookings
+            .into_iter()
+            .map(|b| crate::queue::Held {
+                environment: b.environment_id,
+                from: b.booked_at,
+                until: b.released_at,
+            })
+            .collect();
+        let found = crate::queue::measure(&facts, &kinds, &held, as_of);
+        r.queue_wait_ms = found.wait;
+        r.counts.queued_while_free = found.queued_while_free.len() as u64;
+        for (req, at) in found.queued_while_free.iter().take(EXAMPLES) {
+            r.example("queued_while_free", || {
+                format!(
+                    "request {req} queued while environments that fit it were free from {:.1} s before the end",
+                    (as_of - at) as f64 / 1e6
+                )
+            });
+        }
     }
 
     // Bookings and environments.

@@ -191,6 +191,7 @@ mod tests {
             waited_ms: None,
             code: None,
             server_code: None,
+            seen: None,
         }
     }
 

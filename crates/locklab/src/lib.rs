@@ -13,6 +13,7 @@ pub mod holders;
 pub mod http;
 pub mod loadgen;
 pub mod matrix;
+pub mod queue;
 pub mod report;
 pub mod run;
 pub mod timeline;
@@ -86,15 +87,21 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// SQLite database file to create or upgrade.
-    #[arg(long, env = "DATABASE_URL", value_name = "PATH")]
+    /// The database to create or upgrade: an SQLite file, or a server URL
+    /// (postgres://user:password@host/db, mysql://…), whose database is created
+    /// when missing. Default: the preset's server for a server preset, else
+    /// locklab.sqlite3.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
-    /// Preset whose journal mode to set (see `locklab presets`).
+    /// Preset whose journal mode (or MySQL engine) to set (see `locklab presets`).
     #[arg(long, env = "LAB_PRESET", value_name = "NAME")]
     pub preset: Option<String>,
     /// Journal mode: delete or wal (alias WAL=true/false). It belongs to the file.
     #[arg(long, env = "LAB_JOURNAL_MODE", value_name = "MODE")]
     pub journal_mode: Option<String>,
+    /// MySQL tables' engine: innodb or myisam. It belongs to the tables.
+    #[arg(long, env = "LAB_MYSQL_ENGINE", value_name = "ENGINE")]
+    pub mysql_engine: Option<String>,
     /// Environments to register, kind:count,... (existing names are kept).
     #[arg(long, env = "LAB_ENVIRONMENTS", value_name = "LIST")]
     pub environments: Option<String>,
@@ -120,6 +127,11 @@ pub struct HttpLoadArgs {
     /// Per-request timeout (default: busy timeout + retry deadline + 10s).
     #[arg(long, env = "LAB_REQUEST_TIMEOUT", value_name = "DURATION")]
     pub request_timeout: Option<String>,
+    /// Every Nth HTTP request of each client creates requests that need
+    /// {"qemux86": 2, "qemuarm": 1} (the others need the default one
+    /// environment). 0, the default, is off.
+    #[arg(long, env = "LAB_NEEDS_MIX", value_name = "N")]
+    pub needs_mix: Option<String>,
 }
 
 /// The load and the run's shape, shared by `run` and `matrix`.
@@ -365,8 +377,10 @@ const LOAD_IDS: &[(&str, Def)] = &[
     ("poll_interval", def::POLL_INTERVAL),
     ("environments", def::ENVIRONMENTS),
     ("request_timeout", def::REQUEST_TIMEOUT),
+    ("needs_mix", def::NEEDS_MIX),
     ("preset", def::PRESET),
     ("journal_mode", def::JOURNAL_MODE),
+    ("mysql_engine", def::MYSQL_ENGINE),
     ("database_url", def::DATABASE_URL),
 ];
 
@@ -388,6 +402,7 @@ struct HttpLoad {
     sleep: Duration,
     duration: Duration,
     request_timeout: Duration,
+    needs_mix: u32,
 }
 
 fn http_load(
@@ -429,6 +444,19 @@ fn http_load(
                 default_timeout,
             )?
             .value,
+        needs_mix: r
+            .get(
+                def::NEEDS_MIX,
+                |s: &str| {
+                    s.trim()
+                        .parse::<u32>()
+                        .map_err(|_| format!("{s:?} is not a whole number (0 is off)"))
+                },
+                None,
+                None,
+                0,
+            )?
+            .value,
     })
 }
 
@@ -441,7 +469,7 @@ fn run_options(
     default_duration: Duration,
 ) -> anyhow::Result<run::RunOptions> {
     let mut flags = flags_of(matches, LOAD_IDS);
-    flags.extend(flags_of(matches, daemon::KNOB_IDS));
+    flags.extend(flags_of(matches, &daemon::knob_ids()));
     if let Some(p) = preset_override {
         flags.insert(def::PRESET.key, p.to_string());
     }
@@ -481,7 +509,7 @@ fn run_options(
         bail!("--runbuilds must be between 1 and 16");
     }
     // Knob flags typed on the command line go to every daemon as flags.
-    let knob_flags = daemon::KNOB_IDS
+    let knob_flags = daemon::knob_ids()
         .iter()
         .filter_map(|(id, d)| {
             (matches.value_source(id) == Some(ValueSource::CommandLine))
@@ -503,7 +531,8 @@ fn run_options(
         runbuilds: load.runbuilds,
         drain_timeout,
         out,
-        database: None,
+        // A server preset runs on its server; `run --database-url` overrides.
+        database: knobs.preset.value.server_url(&process_env),
         reuse: false,
         events_per_build,
         event_delay: raw(def::EVENT_DELAY)?,
@@ -511,7 +540,9 @@ fn run_options(
         poll_interval: raw(def::POLL_INTERVAL)?,
         environments,
         journal_mode: knobs.journal_mode.value,
+        mysql_engine: knobs.mysql_engine.value,
         request_timeout: load_shape.request_timeout,
+        needs_mix: load_shape.needs_mix,
         who: Some(who::ProbeMode::Getlk),
     })
 }
@@ -548,12 +579,13 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
 fn cmd_migrate(m: &ArgMatches) -> anyhow::Result<ExitCode> {
     let flags = flags_of(m, LOAD_IDS);
     let r = Resolver::new(&flags, &process_env);
+    let knobs = r.knobs()?;
     let url = r
         .raw(def::DATABASE_URL)
         .map(|s| s.value)
+        .or_else(|| knobs.preset.value.server_url(&process_env))
         .unwrap_or_else(|| "locklab.sqlite3".to_string());
     let target = DbTarget::parse(&url).map_err(anyhow::Error::msg)?;
-    let knobs = r.knobs()?;
     let environments = r.get(
         def::ENVIRONMENTS,
         parse_environments,
@@ -561,8 +593,13 @@ fn cmd_migrate(m: &ArgMatches) -> anyhow::Result<ExitCode> {
         None,
         parse_environments(DEFAULT_ENVIRONMENTS).map_err(anyhow::Error::msg)?,
     )?;
-    let done = schema::migrate::migrate(&target, knobs.journal_mode.value, &environments.value)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let done = schema::migrate::migrate_with(
+        &target,
+        knobs.journal_mode.value,
+        knobs.mysql_engine.value,
+        &environments.value,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let verb = if done.created_file {
         "created"
     } else {
@@ -618,7 +655,9 @@ fn finish_run(
 
 fn cmd_run(a: &RunArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
     let mut opts = run_options(m, &a.load, a.out.clone(), None, Duration::from_secs(30))?;
-    opts.database = a.database_url.clone();
+    if a.database_url.is_some() {
+        opts.database = a.database_url.clone();
+    }
     opts.reuse = a.reuse;
     opts.who = match a.who_probe.as_deref().map(str::trim) {
         _ if a.no_who => None,
@@ -808,40 +847,27 @@ pub fn presets_table(long: bool) -> Table {
             .map(schema::settings::fmt_duration)
             .unwrap_or_else(|| "the load's".to_string())
     };
+    // A knob no preset sets (e.g. retry_deadline) is left out of the table.
+    let shown: Vec<(usize, Def)> = PRESETS
+        .first()
+        .map(|p| p.knobs.describe())
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| PRESETS.iter().any(|p| p.knobs.describe()[*i].2))
+        .map(|(i, (d, _, _))| (i, d))
+        .collect();
     if long {
-        t.set_header(vec![
-            "preset",
-            "journal",
-            "timeout",
-            "sync",
-            "txn",
-            "atomic",
-            "retry",
-            "claim",
-            "commit",
-            "wake",
-            "create",
-            "event pace",
-            "asserted by tests",
-            "also measured",
-        ]);
+        let mut header = vec!["preset".to_string()];
+        header.extend(shown.iter().map(|(_, d)| d.key.to_string()));
+        header.extend(["event pace", "asserted by tests", "also measured"].map(str::to_string));
+        t.set_header(header);
         for p in PRESETS {
-            t.add_row(vec![
-                p.name.to_string(),
-                p.journal_mode.to_string(),
-                schema::settings::fmt_duration(p.busy_timeout),
-                p.synchronous.to_string(),
-                p.txn_mode.to_string(),
-                p.atomic_requests.to_string(),
-                p.retry.to_string(),
-                p.claim.to_string(),
-                p.commit.to_string(),
-                p.wake.to_string(),
-                p.create_shape.to_string(),
-                pace(p),
-                p.asserted.to_string(),
-                p.expected.to_string(),
-            ]);
+            let knobs = p.knobs.describe();
+            let mut row = vec![p.name.to_string()];
+            row.extend(shown.iter().map(|(i, _)| knobs[*i].1.clone()));
+            row.extend([pace(p), p.asserted.to_string(), p.expected.to_string()]);
+            t.add_row(row);
         }
         return t;
     }
@@ -849,24 +875,15 @@ pub fn presets_table(long: bool) -> Table {
         .set_width(120)
         .set_header(vec!["preset", "knobs, and what it shows"]);
     for p in PRESETS {
+        let knobs = p.knobs.describe();
+        let mut text: Vec<String> = shown
+            .iter()
+            .map(|(i, d)| format!("{}={}", d.key, knobs[*i].1))
+            .collect();
+        text.push(format!("pace={}", pace(p)));
         t.add_row(vec![
             p.name.to_string(),
-            format!(
-                "journal={} timeout={} sync={} txn={} atomic={} retry={} claim={} commit={} wake={} \
-                 create={} pace={}\n→ {}",
-                p.journal_mode,
-                schema::settings::fmt_duration(p.busy_timeout),
-                p.synchronous,
-                p.txn_mode,
-                p.atomic_requests,
-                p.retry,
-                p.claim,
-                p.commit,
-                p.wake,
-                p.create_shape,
-                pace(p),
-                p.expected
-            ),
+            format!("{}\n→ {}", text.join(" "), p.expected),
         ]);
     }
     t
@@ -1005,6 +1022,10 @@ fn cmd_check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
             ("double_claimed", c.double_claimed.to_string()),
             ("double_booked", c.double_booked.to_string()),
             ("leaked_bookings", c.leaked_bookings.to_string()),
+            (
+                "leaked_partial_bookings",
+                c.leaked_partial_bookings.to_string(),
+            ),
             ("partial_writes", show(c.partial_writes)),
             ("unlogged", show(c.unlogged)),
             ("misattributed", show(c.misattributed)),
@@ -1013,6 +1034,19 @@ fn cmd_check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
             ("unconfirmed", show(c.unconfirmed)),
             ("unfinished", c.unfinished.to_string()),
             ("orphaned_builds", c.orphaned_builds.to_string()),
+            ("queued_while_free", c.queued_while_free.to_string()),
+            (
+                "queue_wait_ms",
+                result
+                    .queue_wait_ms
+                    .map(|w| {
+                        format!(
+                            "p50 {:.0} · p99 {:.0} · max {:.0} ({} requests)",
+                            w.p50, w.p99, w.max, w.requests
+                        )
+                    })
+                    .unwrap_or_else(|| "no requests".to_string()),
+            ),
             (
                 "integrity_ok",
                 c.integrity_ok
@@ -1122,6 +1156,7 @@ fn cmd_loadgen(a: &LoadgenArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
         sleep: l.sleep,
         duration: l.duration,
         request_timeout: l.request_timeout,
+        needs_mix: l.needs_mix,
         project: a.project.clone(),
         log: a.log.clone(),
     };

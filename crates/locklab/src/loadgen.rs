@@ -18,6 +18,12 @@ use crate::check::LogLine;
 use crate::http;
 use crate::report::LoadgenSummary;
 
+/// What `--needs-mix` requests need: more than one environment, of two
+/// kinds, so that a booking can run out part way.
+pub fn needs_mix() -> serde_json::Value {
+    serde_json::json!({ "qemux86": 2, "qemuarm": 1 })
+}
+
 /// What load to send.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -28,6 +34,8 @@ pub struct LoadSpec {
     pub sleep: Duration,
     pub duration: Duration,
     pub request_timeout: Duration,
+    /// Every Nth HTTP request of each client needs [`needs_mix`]; 0 is off.
+    pub needs_mix: u32,
     /// The project every request names (created on first use, as Django's
     /// get_or_create does).
     pub project: String,
@@ -139,16 +147,24 @@ fn client_loop(spec: &LoadSpec, state: &LoadState, client: u32, token: u32, dead
     let agent = http::agent(spec.request_timeout);
     let url = http::join(&spec.target, "/api/build-requests");
     let body = serde_json::json!({ "project": spec.project, "count": spec.num }).to_string();
+    let mixed =
+        serde_json::json!({ "project": spec.project, "count": spec.num, "needs": needs_mix() })
+            .to_string();
     let mut seq = 0u64;
     while Instant::now() < deadline && !state.stop.load(Ordering::SeqCst) {
         seq += 1;
+        let body = if spec.needs_mix > 0 && seq % u64::from(spec.needs_mix) == 0 {
+            &mixed
+        } else {
+            &body
+        };
         let request_id = format!("lg-{token:08x}-{client}-{seq}");
         let t0 = Instant::now();
         let result = agent
             .post(&url)
             .header("X-Request-Id", &request_id)
             .content_type("application/json")
-            .send(&body);
+            .send(body);
         let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let (status, ids, unreadable) = match result {
             Ok(mut resp) => {

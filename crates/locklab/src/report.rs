@@ -43,6 +43,9 @@ pub struct Load {
     /// seconds (added field).
     #[serde(default)]
     pub event_delay_s: f64,
+    /// `--needs-mix` (0: off; added field).
+    #[serde(default)]
+    pub needs_mix: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -101,6 +104,11 @@ pub struct Report {
     /// How that witness sampled (added field; null when it did not run).
     #[serde(default)]
     pub witness: Option<crate::who::witness::Witness>,
+    /// Queue wait, submit to claim, over every request; one still queued at
+    /// the end counts with its wait so far (added field; null with no
+    /// requests).
+    #[serde(default)]
+    pub queue_wait_ms: Option<crate::queue::QueueWait>,
 }
 
 /// The window of each figure, for `Report::windows`.
@@ -266,8 +274,24 @@ pub fn process_table(processes: &[ProcessReport], wide: bool) -> Table {
         }
         return t;
     }
-    // "other" (locked, constraint, server classes...) only when it happened.
-    let any_other = processes.iter().any(|p| other_of(p) > 0);
+    // A server's classes get a column each when they happened; "other"
+    // (locked, constraint...) only when it happened.
+    let server_classes: Vec<(LockClass, &str)> = [
+        (LockClass::Serialization, "serial-\nization"),
+        (LockClass::Deadlock, "dead-\nlock"),
+        (LockClass::LockWaitTimeout, "lock wait\ntimeout"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| processes.iter().any(|p| p.failed_of(*c) > 0))
+    .collect();
+    let rest = |p: &ProcessReport| {
+        other_of(p)
+            - server_classes
+                .iter()
+                .map(|(c, _)| p.failed_of(*c))
+                .sum::<u64>()
+    };
+    let any_other = processes.iter().any(|p| rest(p) > 0);
     let mut header = vec![
         "process",
         "ops",
@@ -278,6 +302,7 @@ pub fn process_table(processes: &[ProcessReport], wide: bool) -> Table {
         "busy\nsnapshot",
         "busy\ntimeout",
     ];
+    header.extend(server_classes.iter().map(|(_, h)| *h));
     if any_other {
         header.push("other");
     }
@@ -294,8 +319,9 @@ pub fn process_table(processes: &[ProcessReport], wide: bool) -> Table {
             num(p.failed_of(LockClass::BusySnapshot)),
             num(p.failed_of(LockClass::BusyTimeout)),
         ];
+        row.extend(server_classes.iter().map(|(c, _)| num(p.failed_of(*c))));
         if any_other {
-            row.push(num(other_of(p)));
+            row.push(num(rest(p)));
         }
         row.extend([
             float(p.rows_per_s, 0),
@@ -372,17 +398,20 @@ pub fn check_line(c: &CheckCounts) -> String {
     };
     format!(
         "check: lost {} · duplicated {} · mismatched {} · double_claimed {} · double_booked {} · \
-         leaked_bookings {} · partial_writes {} · stuck {} · unconfirmed {} · unfinished {} · integrity {}",
+         leaked_bookings {} · leaked_partial_bookings {} · partial_writes {} · stuck {} · unconfirmed {} · unfinished {} · \
+         queued_while_free {} · integrity {}",
         show(c.lost),
         show(c.duplicated),
         c.mismatched,
         c.double_claimed,
         c.double_booked,
         c.leaked_bookings,
+        c.leaked_partial_bookings,
         show(c.partial_writes),
         c.stuck,
         show(c.unconfirmed),
         c.unfinished,
+        c.queued_while_free,
         match c.integrity_ok {
             Some(true) => "ok",
             Some(false) => "FAILED",
@@ -600,6 +629,10 @@ LAB_CLAIM=guarded or single with IMMEDIATE)",
         (c.double_booked, "double bookings"),
         (c.leaked_bookings, "leaked bookings"),
         (
+            c.leaked_partial_bookings,
+            "leaked partial bookings (booking rows a rolled-back claim left behind)",
+        ),
+        (
             c.stuck,
             if c.stuck_untaken > 0 {
                 "stuck requests (in progress after the drain with no live owner; for those whose build \
@@ -629,6 +662,25 @@ no ingester ever took, the one ingester was still busy with another build)"
         lines.push("data: every check passed.".to_string());
     } else {
         lines.push(format!("data: {}.", problems.join("; ")));
+    }
+    if c.queued_while_free > 0 {
+        lines.push(format!(
+            "queue: {} requests stayed queued while environments that fit them were free for {} or \
+more{}: the scheduler did not see them (a poll inside one long transaction under repeatable read \
+keeps one snapshot; read committed, or a transaction per poll, cures it).",
+            c.queued_while_free,
+            crate::queue::GRACE,
+            r.queue_wait_ms
+                .map(|w| format!(" (queue wait p50 {:.1} s, max {:.1} s)", w.p50 / 1000.0, w.max / 1000.0))
+                .unwrap_or_default()
+        ));
+    }
+    let not_undone: u64 = r.processes.iter().map(|p| p.rollbacks_not_undone).sum();
+    if not_undone > 0 {
+        lines.push(format!(
+            "data: {not_undone} ROLLBACKs did not undo their changes (MySQL warning 1196: \
+non-transactional tables); what they wrote stays."
+        ));
     }
     if c.orphaned_builds > 0 {
         lines.push(format!(
@@ -684,13 +736,35 @@ pub fn render_text(r: &Report) -> String {
 /// check lines, the witness, and the verdict wrapped at `width`.
 pub fn render_text_with(r: &Report, wide: bool, width: usize) -> String {
     let mut out = String::new();
+    let (storage, begin) = match r.backend.as_str() {
+        "sqlite" | "" => (
+            format!("journal {}", r.settings.journal_mode),
+            format!("txn {}", r.settings.txn_mode),
+        ),
+        backend => (
+            if backend == "mysql" && !r.settings.mysql_engine.is_empty() {
+                format!("engine {}", r.settings.mysql_engine)
+            } else {
+                format!("{backend} server")
+            },
+            format!(
+                "isolation {}{}",
+                r.settings.isolation,
+                if r.settings.poll_txn {
+                    " · poll txn"
+                } else {
+                    ""
+                }
+            ),
+        ),
+    };
     let header = format!(
-        "preset {} · {} · journal {} · timeout {} ms · txn {} · atomic {} · retry {} · claim {} · commit {} · {:.1}s",
+        "preset {} · {} · {} · timeout {} ms · {} · atomic {} · retry {} · claim {} · commit {} · {:.1}s",
         r.preset,
         r.backend,
-        r.settings.journal_mode,
+        storage,
         r.settings.busy_timeout_ms,
-        r.settings.txn_mode,
+        begin,
         r.settings.atomic_requests,
         r.settings.retry,
         r.settings.claim,

@@ -50,7 +50,11 @@ pub struct RunOptions {
     pub poll_interval: Option<String>,
     pub environments: Vec<(String, u32)>,
     pub journal_mode: schema::settings::JournalMode,
+    /// The MySQL tables' engine (`LAB_MYSQL_ENGINE`), set by the migration.
+    pub mysql_engine: schema::settings::MysqlEngine,
     pub request_timeout: Duration,
+    /// `--needs-mix`: every Nth HTTP request needs several environments.
+    pub needs_mix: u32,
     /// Sample the file's locks with `locklab who` for the whole run, with
     /// this probe (None: not at all).
     pub who: Option<who::ProbeMode>,
@@ -361,8 +365,13 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         }
         None => DbTarget::Sqlite(opts.out.join("locklab.sqlite3")),
     };
-    let migrated = schema::migrate::migrate(&target, opts.journal_mode, &opts.environments)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let migrated = schema::migrate::migrate_with(
+        &target,
+        opts.journal_mode,
+        opts.mysql_engine,
+        &opts.environments,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let db_arg = match &target {
         DbTarget::Sqlite(p) => p.display().to_string(),
         DbTarget::Server(s) => s.url().to_string(),
@@ -444,6 +453,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         sleep: opts.sleep,
         duration: opts.duration,
         request_timeout: opts.request_timeout,
+        needs_mix: opts.needs_mix,
         project: "locklab-demo".to_string(),
         log: Some(opts.out.join("loadgen.jsonl")),
     };
@@ -635,6 +645,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
             sleep_s: opts.sleep.as_secs_f64(),
             events_per_build: opts.events_per_build,
             event_delay_s: event_delay(opts).as_secs_f64(),
+            needs_mix: opts.needs_mix,
         },
         settings: settings.context("webui reported no settings")?,
         processes,
@@ -644,6 +655,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         drain_s,
         identity_violations: Vec::new(),
         holders_at_failures: crate::holders::at_failures(&traces),
+        queue_wait_ms: checked.queue_wait_ms,
         load_end_us: Some(load_end_us),
         load_s: load_elapsed.as_secs_f64(),
         windows: report::figure_windows(),

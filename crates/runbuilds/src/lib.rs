@@ -104,6 +104,12 @@ impl Wake {
 pub struct Scheduler {
     pub ctx: ClaimCtx,
     pub strategy: &'static dyn Claim,
+    /// `LAB_POLL_TXN`: poll inside one long-lived transaction, committed only
+    /// after a pass that wrote (pre-1.6 Django's transaction management, and
+    /// the source document's pollers).
+    pub poll_txn: bool,
+    /// When the open poll transaction began (0: none open).
+    poll_started_us: std::sync::atomic::AtomicI64,
 }
 
 impl Scheduler {
@@ -115,12 +121,75 @@ impl Scheduler {
         Scheduler {
             ctx: ClaimCtx { lab, lease },
             strategy: claim::strategy(strategy),
+            poll_txn: false,
+            poll_started_us: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
+    /// Polls inside one long-lived transaction (`LAB_POLL_TXN`).
+    pub fn with_poll_txn(mut self, poll_txn: bool) -> Scheduler {
+        self.poll_txn = poll_txn;
+        self
+    }
+
     /// One pass: clean up, check for dead builds, then (unless draining) claim
-    /// one request.
+    /// one request. Under `LAB_POLL_TXN` the pass runs inside the poll
+    /// transaction: begun by the first pass, its reads see that
+    /// transaction's snapshot (under repeatable read: the one taken by its
+    /// first read), its writes are savepoints, and it commits only after a
+    /// pass that wrote. A draining scheduler ends it first.
     pub fn run_once(&self, conn: &mut LabConn, draining: bool) -> Vec<Step> {
+        if !self.poll_txn || draining {
+            self.end_poll_txn(conn);
+            return self.pass(conn, draining);
+        }
+        use std::sync::atomic::Ordering;
+        if !conn.in_transaction() {
+            if let Err(e) = conn.begin() {
+                log::warn!("{}: beginning the poll transaction: {e}", self.ctx.name());
+                return vec![Step::GaveUp];
+            }
+            self.poll_started_us
+                .store(schema::types::now_micros(), Ordering::Relaxed);
+        }
+        self.observe_poll(conn);
+        let steps = self.pass(conn, draining);
+        if conn.in_transaction() && conn.pending_rows() > 0 {
+            let _ = self.ctx.lab.op("poll_commit", |op| op.commit_open(conn));
+        }
+        if !conn.in_transaction() {
+            self.poll_started_us.store(0, Ordering::Relaxed);
+        }
+        steps
+    }
+
+    /// Ends an open poll transaction (nothing of it is pending: a pass that
+    /// wrote committed).
+    pub fn end_poll_txn(&self, conn: &mut LabConn) {
+        if self.poll_txn && conn.in_transaction() {
+            conn.rollback();
+            self.poll_started_us
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Traces what the poll sees inside its transaction: the queue, the
+    /// newest request and the free environments.
+    fn observe_poll(&self, conn: &mut LabConn) {
+        let Some(trace) = self.ctx.lab.trace.as_ref() else {
+            return;
+        };
+        let started = self
+            .poll_started_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let seen = claim::poll_seen(conn.diesel(), started);
+        match seen {
+            Ok(seen) => trace.record_poll("poll", schema::types::now_micros(), conn.txn_id(), seen),
+            Err(e) => log::debug!("{}: observing the poll: {e}", self.ctx.name()),
+        }
+    }
+
+    fn pass(&self, conn: &mut LabConn, draining: bool) -> Vec<Step> {
         let mut steps = self.strategy.cleanup(&self.ctx, conn);
         steps.extend(self.strategy.check_dead(&self.ctx, conn));
         if !draining {
@@ -202,7 +271,19 @@ pub async fn run(d: daemon::Daemon, own: Own) -> anyhow::Result<()> {
         d.lab.clone(),
         d.settings.knobs.claim.value,
         d.settings.lease.value,
-    );
+    )
+    .with_poll_txn(d.settings.knobs.poll_txn.value);
+    if scheduler.poll_txn
+        && d.settings.knobs.isolation.value != schema::settings::Isolation::ReadCommitted
+        && d.settings.database.value.kind() != schema::backend::Kind::Sqlite
+    {
+        log::warn!(
+            "{name}: warning: polling inside one transaction under {} isolation: the poll's \
+             snapshot does not move until it writes, so it can leave requests queued while \
+             environments are free (LAB_ISOLATION=read-committed, or LAB_POLL_TXN=false, cures it)",
+            d.settings.knobs.isolation.value
+        );
+    }
     // The handler first, then the pidfile: a SIGUSR1 before the handler
     // would kill the process.
     let sig_wake = wake.clone();
@@ -277,6 +358,7 @@ fn scheduler_loop(
                     wake.wait(own.poll_interval.value);
                 }
             }
+            s.end_poll_txn(&mut conn);
         }
         WakeMode::Notify => {
             let mut last_check = Instant::now();

@@ -27,7 +27,7 @@ use crate::backend::{Conn, Kind, ServerUrl};
 use crate::db::{pragma_text, DbTarget, LabConn, Policy};
 use crate::models::Environment;
 use crate::schema::LAB_TABLES;
-use crate::settings::JournalMode;
+use crate::settings::{JournalMode, MysqlEngine};
 
 /// The SQLite migrations in `migrations/sqlite`, compiled in.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -262,9 +262,20 @@ pub fn migrate(
     journal_mode: JournalMode,
     environments: &[(String, u32)],
 ) -> Result<MigrateReport, SchemaError> {
+    migrate_with(target, journal_mode, MysqlEngine::Innodb, environments)
+}
+
+/// [`migrate`], with the MySQL tables' storage engine (`LAB_MYSQL_ENGINE`;
+/// other backends ignore it, as SQLite's journal mode is ignored on a server).
+pub fn migrate_with(
+    target: &DbTarget,
+    journal_mode: JournalMode,
+    mysql_engine: MysqlEngine,
+    environments: &[(String, u32)],
+) -> Result<MigrateReport, SchemaError> {
     let path = target.display();
     if let DbTarget::Server(server) = target {
-        return migrate_server(target, server, environments);
+        return migrate_server(target, server, mysql_engine, environments);
     }
     let file = target.sqlite_path().unwrap_or(Path::new(""));
     let created_file = !file.exists();
@@ -353,6 +364,7 @@ fn run_migrations(conn: &mut Conn) -> Result<Vec<String>, String> {
 fn migrate_server(
     target: &DbTarget,
     server: &ServerUrl,
+    mysql_engine: MysqlEngine,
     environments: &[(String, u32)],
 ) -> Result<MigrateReport, SchemaError> {
     let path = target.display();
@@ -371,17 +383,86 @@ fn migrate_server(
             tables: foreign.join(", "),
         });
     }
+    let engine = match server.kind() {
+        Kind::Mysql => {
+            let name = mysql_engine_name(mysql_engine);
+            // New tables take the session's default engine (the migration
+            // names none); existing ones are converted below.
+            conn.diesel()
+                .batch_execute(&format!("SET SESSION default_storage_engine = {name}"))
+                .map_err(|e| other(format!("setting default_storage_engine: {e}")))?;
+            Some(name)
+        }
+        _ => None,
+    };
     let applied = run_migrations(conn.diesel()).map_err(&other)?;
+    if let Some(name) = engine {
+        set_mysql_engine(conn.diesel(), name).map_err(&other)?;
+    }
     let (environments_added, environments_total) =
         Environment::register(conn.diesel(), environments)
             .map_err(|e| other(format!("registering environments: {e}")))?;
     Ok(MigrateReport {
         created_file,
         applied,
-        journal_mode: "none (server)".to_string(),
+        journal_mode: match engine {
+            Some(name) => format!("none (server; tables {name})"),
+            None => "none (server)".to_string(),
+        },
         environments_added,
         environments_total,
     })
+}
+
+/// MySQL's name of an engine.
+fn mysql_engine_name(engine: MysqlEngine) -> &'static str {
+    match engine {
+        MysqlEngine::Innodb => "InnoDB",
+        MysqlEngine::Myisam => "MyISAM",
+    }
+}
+
+#[derive(QueryableByName)]
+struct TableEngine {
+    #[diesel(sql_type = Text)]
+    table_name: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    engine: Option<String>,
+}
+
+/// The storage engine of each of the lab's tables in the current MySQL
+/// database, by table name.
+pub fn mysql_table_engines(conn: &mut Conn) -> QueryResult<Vec<(String, String)>> {
+    let rows: Vec<TableEngine> = diesel::sql_query(
+        "SELECT CAST(table_name AS CHAR) AS table_name, CAST(engine AS CHAR) AS engine \
+         FROM information_schema.tables WHERE table_schema = DATABASE() ORDER BY table_name",
+    )
+    .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| LAB_TABLES.contains(&r.table_name.as_str()))
+        .map(|r| (r.table_name, r.engine.unwrap_or_default()))
+        .collect())
+}
+
+/// Gives every lab table the wanted engine (`ALTER TABLE … ENGINE`), for a
+/// database made with another one. Foreign keys keep InnoDB tables from
+/// becoming MyISAM: that fails with MySQL's own message.
+fn set_mysql_engine(conn: &mut Conn, name: &str) -> Result<(), String> {
+    let tables = mysql_table_engines(conn).map_err(|e| format!("reading table engines: {e}"))?;
+    for (table, engine) in tables {
+        if !engine.eq_ignore_ascii_case(name) {
+            conn.batch_execute(&format!("ALTER TABLE `{table}` ENGINE = {name}"))
+                .map_err(|e| {
+                    format!(
+                        "table {table} is {engine}; converting it to {name} failed: {e} \
+                         (drop the database, or let `locklab run` make a fresh one)"
+                    )
+                })?;
+            log::info!("migrate: table {table} converted from {engine} to {name}");
+        }
+    }
+    Ok(())
 }
 
 /// The server's administrative database, to create or drop others from.

@@ -417,10 +417,14 @@ impl<'a> Op<'a> {
         }
     }
 
-    fn lock_waited(&self, conn: &LabConn, before: Duration) {
+    fn lock_waited(&self, conn: &mut LabConn, before: Duration) {
         self.lab
             .stats
             .lock_waited(conn.total_lock_wait().saturating_sub(before));
+        let warned = conn.take_rollback_warnings();
+        if warned > 0 {
+            self.lab.stats.rollback_warned(warned);
+        }
     }
 
     fn committed(&self, committed: &Committed) {

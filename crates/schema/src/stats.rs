@@ -79,6 +79,8 @@ pub struct Stats {
     /// Whether this process's lock waits are measured (SQLite's busy handler);
     /// a server waits inside the server, out of the lab's sight.
     lock_wait_measured: std::sync::atomic::AtomicBool,
+    /// ROLLBACKs the database said did not undo everything (MySQL 1196).
+    rollback_warnings: AtomicU64,
     stalls: Mutex<Stalls>,
 }
 
@@ -253,6 +255,7 @@ impl Stats {
             ops: Mutex::new(BTreeMap::new()),
             lock_wait_us: AtomicU64::new(0),
             lock_wait_measured: std::sync::atomic::AtomicBool::new(true),
+            rollback_warnings: AtomicU64::new(0),
             stalls: Mutex::new(Stalls {
                 after: Duration::from_secs(10),
                 inflight: HashMap::new(),
@@ -268,6 +271,12 @@ impl Stats {
     /// `lock_wait_share` is reported as null.
     pub fn set_lock_wait_measured(&self, measured: bool) {
         self.lock_wait_measured.store(measured, Ordering::Relaxed);
+    }
+
+    /// ROLLBACKs that raised a warning (MySQL's 1196: MyISAM tables kept
+    /// their changes).
+    pub fn rollback_warned(&self, n: u64) {
+        self.rollback_warnings.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn set_busy_timeout(&self, timeout: Duration) {
@@ -557,6 +566,7 @@ impl Stats {
         report.lock_wait_total_s = self.lock_wait_us.load(Ordering::Relaxed) as f64 / 1e6;
         report.latency_ms = Latency::of(&all);
         report.aborted = report.rolled_back;
+        report.rollbacks_not_undone = self.rollback_warnings.load(Ordering::Relaxed);
         let (stalls, total) = self.stalls();
         report.stalls = stalls;
         report.stalls_total = total;
@@ -762,6 +772,11 @@ pub struct ProcessReport {
     /// `rows_committed` counts the whole life; added field).
     #[serde(default)]
     pub rows_in_load: u64,
+    /// ROLLBACKs after which the database warned that it could not undo
+    /// everything: MySQL's warning 1196 on non-transactional (MyISAM) tables
+    /// (added field).
+    #[serde(default)]
+    pub rollbacks_not_undone: u64,
 }
 
 impl ProcessReport {

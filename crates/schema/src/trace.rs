@@ -52,6 +52,26 @@ pub struct TraceEvent {
     /// errno, as text (added field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_code: Option<String>,
+    /// What a poll saw (kind `poll`, added field): a poller's reads inside
+    /// its long transaction, to show a snapshot that does not move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<PollSeen>,
+}
+
+/// What one poll of runbuilds saw inside its poll transaction
+/// (`LAB_POLL_TXN`): the queue and the free environments, as its snapshot
+/// shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollSeen {
+    /// Queued requests.
+    pub queued: u64,
+    /// The highest request id it can see (any state): new requests that
+    /// others committed raise it, unless the snapshot is stale.
+    pub max_request_id: Option<i64>,
+    /// Free environments.
+    pub free: u64,
+    /// When the poll transaction began (its first poll).
+    pub txn_started_us: i64,
 }
 
 /// What an attempt did, for [`Trace::record`].
@@ -136,6 +156,32 @@ impl Trace {
             server_code: a
                 .error
                 .and_then(|e| e.server_code.map(|c| c.as_str().to_string())),
+            seen: None,
+        };
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if serde_json::to_writer(&mut *out, &event).is_ok() {
+            let _ = out.write_all(b"\n");
+        }
+    }
+
+    /// Records what a poll saw (kind `poll`, outcome `read`).
+    pub fn record_poll(&self, op: &str, at_us: i64, txn: u64, seen: PollSeen) {
+        let event = TraceEvent {
+            process: self.process.clone(),
+            op: op.to_string(),
+            kind: POLL_KIND.to_string(),
+            wait_start_us: at_us,
+            acquired_us: None,
+            end_us: at_us,
+            outcome: "read".to_string(),
+            class: None,
+            txn,
+            attempt: 1,
+            phase: None,
+            waited_ms: None,
+            code: None,
+            server_code: None,
+            seen: Some(seen),
         };
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if serde_json::to_writer(&mut *out, &event).is_ok() {
@@ -154,8 +200,20 @@ impl Drop for Trace {
     }
 }
 
-/// Reads a trace file; a torn last line (a killed process) is skipped.
+/// The kind of a poll line ([`Trace::record_poll`]).
+pub const POLL_KIND: &str = "poll";
+
+/// Reads a trace file's attempts; a torn last line (a killed process) is
+/// skipped, and so are poll lines ([`read_trace_all`] keeps them).
 pub fn read_trace(path: &Path) -> std::io::Result<Vec<TraceEvent>> {
+    Ok(read_trace_all(path)?
+        .into_iter()
+        .filter(|e| e.kind != POLL_KIND)
+        .collect())
+}
+
+/// Reads every line of a trace file, poll lines included.
+pub fn read_trace_all(path: &Path) -> std::io::Result<Vec<TraceEvent>> {
     let mut events = Vec::new();
     for line in BufReader::new(File::open(path)?).lines() {
         let line = line?;

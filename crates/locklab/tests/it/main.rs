@@ -7,6 +7,7 @@ mod cli;
 mod flow;
 mod papercuts;
 mod presets;
+mod servers;
 mod startup;
 mod who;
 

@@ -38,6 +38,8 @@ pub struct LabConn {
     /// a bare statement begins one implicitly that stays open until
     /// [`LabConn::sync`].
     manual: bool,
+    /// Rollbacks that raised a warning, not yet taken by the stats.
+    rollback_warnings: u64,
     /// Savepoints open inside the current transaction.
     depth: u32,
     /// The id of the open transaction (0 when none), for the trace.
@@ -187,6 +189,7 @@ impl LabConn {
             engine,
             policy,
             manual: false,
+            rollback_warnings: 0,
             depth: 0,
             txn: 0,
             txn_seq: 0,
@@ -336,8 +339,9 @@ impl LabConn {
     /// Ends whatever is open with ROLLBACK, forgetting its pending rows.
     pub(super) fn rollback_all(&mut self) {
         if self.in_transaction() {
-            if let Err(e) = self.conn.batch_execute("ROLLBACK") {
-                log::warn!("rollback after a failed attempt failed too: {e}");
+            match self.conn.batch_execute("ROLLBACK") {
+                Err(e) => log::warn!("rollback after a failed attempt failed too: {e}"),
+                Ok(()) => self.after_rollback(),
             }
         }
         self.open = false;
@@ -458,16 +462,43 @@ impl LabConn {
         }
     }
 
+    /// Reads the warning a ROLLBACK raised (MySQL's 1196 on MyISAM tables)
+    /// and counts it: the rollback did not undo everything.
+    fn after_rollback(&mut self) {
+        if let Some((code, message)) = self.engine.rollback_warning(&mut self.conn) {
+            self.rollback_warnings += 1;
+            log::warn!("ROLLBACK raised warning {code}: {message}");
+        }
+    }
+
+    /// Rollbacks that raised a warning since the last call (MySQL's 1196:
+    /// non-transactional tables kept their changes).
+    pub fn take_rollback_warnings(&mut self) -> u64 {
+        std::mem::take(&mut self.rollback_warnings)
+    }
+
     /// ROLLBACK TO and RELEASE a savepoint (Django's savepoint rollback); the
     /// rows written since it began are dropped from the pending ones.
     fn rollback_savepoint(&mut self, name: &str, outermost: bool) {
         if self.in_transaction() {
-            if let Err(e) = self.conn.batch_execute(&format!(
-                "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
-            )) {
-                log::warn!("rolling back to savepoint {name} failed: {e}");
-                if outermost {
-                    self.rollback_all();
+            match self
+                .conn
+                .batch_execute(&format!("ROLLBACK TO SAVEPOINT {name}"))
+            {
+                Err(e) => {
+                    log::warn!("rolling back to savepoint {name} failed: {e}");
+                    if outermost {
+                        self.rollback_all();
+                    }
+                }
+                Ok(()) => {
+                    self.after_rollback();
+                    if let Err(e) = self
+                        .conn
+                        .batch_execute(&format!("RELEASE SAVEPOINT {name}"))
+                    {
+                        log::warn!("releasing savepoint {name} failed: {e}");
+                    }
                 }
             }
         }

@@ -84,4 +84,11 @@ pub trait Engine: Send {
 
     /// Forgets the moment above: a new transaction or statement begins.
     fn reset_acquired(&self);
+
+    /// Right after a ROLLBACK: the warning the database raised, if any, as
+    /// (code, message). MySQL's 1196 says the rollback could not undo changes
+    /// to non-transactional (MyISAM) tables; ORMs never look.
+    fn rollback_warning(&mut self, _conn: &mut Conn) -> Option<(i32, String)> {
+        None
+    }
 }

@@ -122,6 +122,34 @@ pub fn mysql_diagnostics(conn: &mut Conn) -> QueryResult<(Option<i32>, Option<St
     Ok((d.errno, d.state_code))
 }
 
+#[derive(QueryableByName)]
+struct Condition {
+    #[diesel(sql_type = Nullable<diesel::sql_types::BigInt>)]
+    n: Option<i64>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    errno: Option<i32>,
+    #[diesel(sql_type = Nullable<Text>)]
+    message: Option<String>,
+}
+
+/// The first condition MySQL raised on the last statement (a warning, after
+/// a ROLLBACK), from its diagnostics area: GET DIAGNOSTICS does not clear it,
+/// the SELECT that reads the variables comes after.
+pub fn mysql_first_condition(conn: &mut Conn) -> QueryResult<Option<(i32, String)>> {
+    conn.batch_execute(
+        "GET DIAGNOSTICS @lab_n = NUMBER; \
+         GET DIAGNOSTICS CONDITION 1 @lab_errno = MYSQL_ERRNO, @lab_text = MESSAGE_TEXT",
+    )?;
+    let c = diesel::sql_query(
+        "SELECT CAST(@lab_n AS SIGNED) AS n, @lab_errno AS errno, CAST(@lab_text AS CHAR) AS message",
+    )
+    .get_result::<Condition>(conn)?;
+    Ok(match (c.n, c.errno) {
+        (Some(n), Some(errno)) if n > 0 => Some((errno, c.message.unwrap_or_default())),
+        _ => None,
+    })
+}
+
 /// The class of a MySQL/MariaDB errno.
 pub fn mysql_class(errno: i32) -> LockClass {
     match errno {
@@ -228,6 +256,19 @@ impl Engine for ServerEngine {
     }
 
     fn reset_acquired(&self) {}
+
+    fn rollback_warning(&mut self, conn: &mut Conn) -> Option<(i32, String)> {
+        if self.kind != Kind::Mysql {
+            return None;
+        }
+        match mysql_first_condition(conn) {
+            Ok(c) => c,
+            Err(e) => {
+                log::debug!("reading MySQL's warnings after a ROLLBACK: {e}");
+                None
+            }
+        }
+    }
 }
 
 #[cfg(test)]

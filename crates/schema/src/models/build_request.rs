@@ -208,6 +208,32 @@ impl BuildRequest {
         Ok(rows.into_iter().map(|(s, n)| (s.to_string(), n)).collect())
     }
 
+    /// Every request as the queue measures it: (id, state, needs, created_at).
+    pub fn queue_facts(conn: &mut Conn) -> QueryResult<Vec<(RequestId, RequestState, Needs, i64)>> {
+        let rows: Vec<(RequestId, RequestState, String, i64)> = build_request::table
+            .select((
+                build_request::id,
+                build_request::state,
+                build_request::needs,
+                build_request::created_at,
+            ))
+            .order(build_request::id)
+            .load(conn)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, state, needs, at)| (id, state, Needs::from_json(&needs), at))
+            .collect())
+    }
+
+    /// The highest request id this connection can see (any state).
+    pub fn max_id(conn: &mut Conn) -> QueryResult<Option<i64>> {
+        use diesel::dsl::max;
+        build_request::table
+            .select(max(build_request::id))
+            .first::<Option<RequestId>>(conn)
+            .map(|m| m.map(|id| id.0))
+    }
+
     pub fn count(conn: &mut Conn) -> QueryResult<i64> {
         build_request::table.count().get_result(conn)
     }

@@ -14,12 +14,14 @@
 //! `std::env::var` directly, so tests resolve against a map of their own.
 
 mod environments;
+mod knobs;
 mod presets;
 mod resolve;
 mod source;
 mod values;
 
 pub use environments::*;
+pub use knobs::*;
 pub use presets::*;
 pub use resolve::*;
 pub use source::*;

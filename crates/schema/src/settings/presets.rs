@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::backend::Kind;
 
 // ---------------------------------------------------------------------------
 // Presets
@@ -12,16 +13,12 @@ use super::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Preset {
     pub name: &'static str,
-    pub journal_mode: JournalMode,
-    pub busy_timeout: Duration,
-    pub synchronous: Synchronous,
-    pub txn_mode: TxnMode,
-    pub atomic_requests: bool,
-    pub retry: RetryPolicy,
-    pub claim: ClaimStrategy,
-    pub commit: CommitPolicy,
-    pub wake: WakeMode,
-    pub create_shape: CreateShape,
+    /// The backend it is made for. A server preset takes its server from
+    /// `--database-url`, else `LAB_POSTGRES_URL` / `LAB_MYSQL_URL`, else a
+    /// local server on its standard port ([`Preset::server_url`]).
+    pub backend: Kind,
+    /// The knobs it sets; the others keep their defaults.
+    pub knobs: PresetKnobs,
     /// The pace of the build events (`LAB_EVENT_DELAY`). A preset sets the load
     /// only here, and only to model its stack's pace, like `LAB_TXN_WORK`:
     /// `toaster` paces a 15,000-event build to about a minute, so that the
@@ -41,132 +38,258 @@ pub(crate) const fn secs(n: u64) -> Duration {
 /// DESIGN.md's preset table.
 pub const PRESETS: &[Preset] = &[
     Preset {
+        backend: Kind::Sqlite,
         name: "django-default",
-        journal_mode: JournalMode::Delete,
-        busy_timeout: secs(5),
-        synchronous: Synchronous::Full,
-        txn_mode: TxnMode::Deferred,
-        atomic_requests: false,
-        retry: RetryPolicy::None,
-        claim: ClaimStrategy::Toaster,
-        commit: CommitPolicy::PerEvent,
-        wake: WakeMode::Poll,
-        create_shape: CreateShape::Lab,
+        knobs: PresetKnobs {
+            journal_mode: Some(JournalMode::Delete),
+            busy_timeout: Some(secs(5)),
+            synchronous: Some(Synchronous::Full),
+            txn_mode: Some(TxnMode::Deferred),
+            atomic_requests: Some(false),
+            retry: Some(RetryPolicy::None),
+            claim: Some(ClaimStrategy::Toaster),
+            commit: Some(CommitPolicy::PerEvent),
+            wake: Some(WakeMode::Poll),
+            create_shape: Some(CreateShape::Lab),
+            ..UNSET
+        },
         event_delay: None,
         asserted: "any busy_upgrade or busy_snapshot is in runbuilds' select_environment",
         expected: "runbuilds: busy_upgrade in select_environment when it meets a writer (measured: 0-10 in 15-20 s); webui: busy_timeout under heavy load",
     },
     Preset {
+        backend: Kind::Sqlite,
         name: "django-atomic",
-        journal_mode: JournalMode::Delete,
-        busy_timeout: secs(5),
-        synchronous: Synchronous::Full,
-        txn_mode: TxnMode::Deferred,
-        atomic_requests: true,
-        retry: RetryPolicy::None,
-        claim: ClaimStrategy::Toaster,
-        commit: CommitPolicy::PerEvent,
-        wake: WakeMode::Poll,
-        create_shape: CreateShape::Lab,
+        knobs: PresetKnobs {
+            journal_mode: Some(JournalMode::Delete),
+            busy_timeout: Some(secs(5)),
+            synchronous: Some(Synchronous::Full),
+            txn_mode: Some(TxnMode::Deferred),
+            atomic_requests: Some(true),
+            retry: Some(RetryPolicy::None),
+            claim: Some(ClaimStrategy::Toaster),
+            commit: Some(CommitPolicy::PerEvent),
+            wake: Some(WakeMode::Poll),
+            create_shape: Some(CreateShape::Lab),
+            ..UNSET
+        },
         event_delay: None,
         asserted: "webui: busy_upgrade > 0",
         expected: "runbuilds too, in select_environment",
     },
     Preset {
+        backend: Kind::Sqlite,
         name: "django-timeout10",
-        journal_mode: JournalMode::Delete,
-        busy_timeout: secs(10),
-        synchronous: Synchronous::Full,
-        txn_mode: TxnMode::Deferred,
-        atomic_requests: false,
-        retry: RetryPolicy::None,
-        claim: ClaimStrategy::Toaster,
-        commit: CommitPolicy::PerEvent,
-        wake: WakeMode::Poll,
-        create_shape: CreateShape::Lab,
+        knobs: PresetKnobs {
+            journal_mode: Some(JournalMode::Delete),
+            busy_timeout: Some(secs(10)),
+            synchronous: Some(Synchronous::Full),
+            txn_mode: Some(TxnMode::Deferred),
+            atomic_requests: Some(false),
+            retry: Some(RetryPolicy::None),
+            claim: Some(ClaimStrategy::Toaster),
+            commit: Some(CommitPolicy::PerEvent),
+            wake: Some(WakeMode::Poll),
+            create_shape: Some(CreateShape::Lab),
+            ..UNSET
+        },
         event_delay: None,
         asserted: "(as django-default)",
         expected: "the timeout does not help busy_upgrade; fewer busy_timeout",
     },
     Preset {
+        backend: Kind::Sqlite,
         name: "django-wal",
-        journal_mode: JournalMode::Wal,
-        busy_timeout: secs(5),
-        synchronous: Synchronous::Full,
-        txn_mode: TxnMode::Deferred,
-        atomic_requests: false,
-        retry: RetryPolicy::None,
-        claim: ClaimStrategy::Toaster,
-        commit: CommitPolicy::PerEvent,
-        wake: WakeMode::Poll,
-        create_shape: CreateShape::Lab,
+        knobs: PresetKnobs {
+            journal_mode: Some(JournalMode::Wal),
+            busy_timeout: Some(secs(5)),
+            synchronous: Some(Synchronous::Full),
+            txn_mode: Some(TxnMode::Deferred),
+            atomic_requests: Some(false),
+            retry: Some(RetryPolicy::None),
+            claim: Some(ClaimStrategy::Toaster),
+            commit: Some(CommitPolicy::PerEvent),
+            wake: Some(WakeMode::Poll),
+            create_shape: Some(CreateShape::Lab),
+            ..UNSET
+        },
         event_delay: None,
         asserted: "any busy_upgrade or busy_snapshot is in runbuilds' select_environment",
         expected: "runbuilds: busy_upgrade and busy_snapshot in select_environment; webui rarely fails",
     },
     Preset {
+        backend: Kind::Sqlite,
         name: "django-all",
-        journal_mode: JournalMode::Wal,
-        busy_timeout: secs(10),
-        synchronous: Synchronous::Full,
-        txn_mode: TxnMode::Deferred,
-        atomic_requests: true,
-        retry: RetryPolicy::None,
-        claim: ClaimStrategy::Toaster,
-        commit: CommitPolicy::PerEvent,
-        wake: WakeMode::Poll,
-        create_shape: CreateShape::Lab,
+        knobs: PresetKnobs {
+            journal_mode: Some(JournalMode::Wal),
+            busy_timeout: Some(secs(10)),
+            synchronous: Some(Synchronous::Full),
+            txn_mode: Some(TxnMode::Deferred),
+            atomic_requests: Some(true),
+            retry: Some(RetryPolicy::None),
+            claim: Some(ClaimStrategy::Toaster),
+            commit: Some(CommitPolicy::PerEvent),
+            wake: Some(WakeMode::Poll),
+            create_shape: Some(CreateShape::Lab),
+            ..UNSET
+        },
         event_delay: None,
         asserted: "webui: busy_upgrade + busy_snapshot > 0",
         expected: "runbuilds too, in select_environment",
     },
     Preset {
+        backend: Kind::Sqlite,
         name: "toaster",
-        journal_mode: JournalMode::Delete,
-        busy_timeout: secs(20),
-        synchronous: Synchronous::Full,
-        txn_mode: TxnMode::Deferred,
-        atomic_requests: false,
-        retry: RetryPolicy::Toaster,
-        claim: ClaimStrategy::Toaster,
-        commit: CommitPolicy::Every3Tasks,
-        wake: WakeMode::Notify,
-        create_shape: CreateShape::Toaster,
+        knobs: PresetKnobs {
+            journal_mode: Some(JournalMode::Delete),
+            busy_timeout: Some(secs(20)),
+            synchronous: Some(Synchronous::Full),
+            txn_mode: Some(TxnMode::Deferred),
+            atomic_requests: Some(false),
+            retry: Some(RetryPolicy::Toaster),
+            claim: Some(ClaimStrategy::Toaster),
+            commit: Some(CommitPolicy::Every3Tasks),
+            wake: Some(WakeMode::Notify),
+            create_shape: Some(CreateShape::Toaster),
+            ..UNSET
+        },
         event_delay: Some(Duration::from_millis(4)),
         asserted: "upgrades only in select_environment and save_task; a save gives up only when abandoned at shutdown",
         expected: "Toaster as shipped, varies run to run: buildinfohelper save_task busy_upgrade retried inside its block for tens of seconds while the others' commits wait 20 s (rollback), or a busy_snapshot livelock (WAL); sometimes no collision at all",
     },
     Preset {
+        backend: Kind::Sqlite,
         name: "immediate",
-        journal_mode: JournalMode::Wal,
-        busy_timeout: secs(5),
-        synchronous: Synchronous::Normal,
-        txn_mode: TxnMode::Immediate,
-        atomic_requests: true,
-        retry: RetryPolicy::None,
-        claim: ClaimStrategy::Single,
-        commit: CommitPolicy::PerEvent,
-        wake: WakeMode::Poll,
-        create_shape: CreateShape::Lab,
+        knobs: PresetKnobs {
+            journal_mode: Some(JournalMode::Wal),
+            busy_timeout: Some(secs(5)),
+            synchronous: Some(Synchronous::Normal),
+            txn_mode: Some(TxnMode::Immediate),
+            atomic_requests: Some(true),
+            retry: Some(RetryPolicy::None),
+            claim: Some(ClaimStrategy::Single),
+            commit: Some(CommitPolicy::PerEvent),
+            wake: Some(WakeMode::Poll),
+            create_shape: Some(CreateShape::Lab),
+            ..UNSET
+        },
         event_delay: None,
         asserted: "busy_upgrade = busy_snapshot = 0 everywhere",
         expected: "",
     },
     Preset {
+        backend: Kind::Sqlite,
         name: "robust",
-        journal_mode: JournalMode::Wal,
-        busy_timeout: secs(5),
-        synchronous: Synchronous::Normal,
-        txn_mode: TxnMode::Immediate,
-        atomic_requests: true,
-        retry: RetryPolicy::Backoff,
-        claim: ClaimStrategy::Guarded,
-        commit: CommitPolicy::Batch(500),
-        wake: WakeMode::Poll,
-        create_shape: CreateShape::Lab,
+        knobs: PresetKnobs {
+            journal_mode: Some(JournalMode::Wal),
+            busy_timeout: Some(secs(5)),
+            synchronous: Some(Synchronous::Normal),
+            txn_mode: Some(TxnMode::Immediate),
+            atomic_requests: Some(true),
+            retry: Some(RetryPolicy::Backoff),
+            claim: Some(ClaimStrategy::Guarded),
+            commit: Some(CommitPolicy::Batch(500)),
+            wake: Some(WakeMode::Poll),
+            create_shape: Some(CreateShape::Lab),
+            ..UNSET
+        },
         event_delay: None,
         asserted: "busy_upgrade = busy_snapshot = 0; gave_up = 0; every check count 0",
         expected: "busy_timeout only when the disk stalls, then retried",
+    },
+    Preset {
+        backend: Kind::Postgres,
+        name: "postgres",
+        knobs: PresetKnobs {
+            busy_timeout: Some(secs(5)),
+            isolation: Some(Isolation::ReadCommitted),
+            atomic_requests: Some(true),
+            retry: Some(RetryPolicy::Backoff),
+            claim: Some(ClaimStrategy::Guarded),
+            commit: Some(CommitPolicy::Batch(500)),
+            wake: Some(WakeMode::Poll),
+            create_shape: Some(CreateShape::Lab),
+            ..UNSET
+        },
+        event_delay: None,
+        asserted: "gave_up = 0; every check count 0 (PostgreSQL, read committed)",
+        expected: "robust's strategies on PostgreSQL: row locks instead of one file lock; lock waits show as latency, not failures",
+    },
+    Preset {
+        backend: Kind::Postgres,
+        name: "postgres-rr",
+        knobs: PresetKnobs {
+            busy_timeout: Some(secs(5)),
+            isolation: Some(Isolation::RepeatableRead),
+            atomic_requests: Some(true),
+            retry: Some(RetryPolicy::Backoff),
+            claim: Some(ClaimStrategy::Single),
+            commit: Some(CommitPolicy::Batch(500)),
+            wake: Some(WakeMode::Poll),
+            create_shape: Some(CreateShape::Lab),
+            ..UNSET
+        },
+        event_delay: None,
+        asserted: "with --runbuilds 2: serialization failures (40001) in runbuilds' claim, all retried: gave_up = 0, nothing lost",
+        expected: "repeatable read makes two schedulers' read-then-write claims collide on the request row; --retry none shows them as failures",
+    },
+    Preset {
+        backend: Kind::Mysql,
+        name: "mysql-innodb-rc",
+        knobs: PresetKnobs {
+            busy_timeout: Some(secs(5)),
+            isolation: Some(Isolation::ReadCommitted),
+            mysql_engine: Some(MysqlEngine::Innodb),
+            atomic_requests: Some(true),
+            retry: Some(RetryPolicy::Backoff),
+            claim: Some(ClaimStrategy::Guarded),
+            commit: Some(CommitPolicy::Batch(500)),
+            wake: Some(WakeMode::Poll),
+            create_shape: Some(CreateShape::Lab),
+            ..UNSET
+        },
+        event_delay: None,
+        asserted: "gave_up = 0; every check count 0; queued_while_free 0 on a light load (MariaDB, InnoDB, read committed)",
+        expected: "Django's MySQL default since 2.0: each poll sees what others committed",
+    },
+    Preset {
+        backend: Kind::Mysql,
+        name: "mysql-innodb-rr-poll",
+        knobs: PresetKnobs {
+            busy_timeout: Some(secs(5)),
+            isolation: Some(Isolation::RepeatableRead),
+            mysql_engine: Some(MysqlEngine::Innodb),
+            atomic_requests: Some(true),
+            retry: Some(RetryPolicy::Backoff),
+            claim: Some(ClaimStrategy::Guarded),
+            poll_txn: Some(true),
+            commit: Some(CommitPolicy::Batch(500)),
+            wake: Some(WakeMode::Poll),
+            create_shape: Some(CreateShape::Lab),
+            ..UNSET
+        },
+        event_delay: None,
+        asserted: "on a light load: queued_while_free > 0 and a queue wait far above mysql-innodb-rc's",
+        expected: "the source document's 9-hour poller: runbuilds polls inside one transaction under repeatable read, its snapshot never moves, and requests stay queued while environments are free",
+    },
+    Preset {
+        backend: Kind::Mysql,
+        name: "mysql-myisam",
+        knobs: PresetKnobs {
+            busy_timeout: Some(secs(5)),
+            isolation: Some(Isolation::ReadCommitted),
+            mysql_engine: Some(MysqlEngine::Myisam),
+            atomic_requests: Some(true),
+            retry: Some(RetryPolicy::Backoff),
+            claim: Some(ClaimStrategy::Incremental),
+            commit: Some(CommitPolicy::Batch(500)),
+            wake: Some(WakeMode::Poll),
+            create_shape: Some(CreateShape::Lab),
+            ..UNSET
+        },
+        event_delay: None,
+        asserted: "with --needs-mix: check counts leaked bookings (> 0); the same load with --mysql-engine innodb leaks none",
+        expected: "the incremental booking loop rolls back when it runs out; MyISAM ignores the rollback (warning 1196) and the partial bookings stay",
     },
 ];
 
@@ -181,7 +304,28 @@ pub const TOASTER_WAKE_PASSES: u32 = 7;
 pub const DURABILITY_NOTE: &str = "synchronous=normal in WAL mode survives a crash of the \
 process, but a power loss or an OS crash can lose the last transactions committed before it.";
 
+/// The lab's user and password on a local server (`scripts/test-servers`
+/// makes them), for a server preset run with no URL given.
+pub const LOCAL_POSTGRES_URL: &str = "postgres://locklab:locklab@127.0.0.1:5432/locklab";
+pub const LOCAL_MYSQL_URL: &str = "mysql://locklab:locklab@127.0.0.1:3306/locklab";
+
 impl Preset {
+    /// The server URL a server preset runs on when no `--database-url` is
+    /// given: `LAB_POSTGRES_URL` / `LAB_MYSQL_URL`, else a local server on
+    /// its standard port. None for an SQLite preset.
+    pub fn server_url(&self, env: Env<'_>) -> Option<String> {
+        let (var, local) = match self.backend {
+            Kind::Sqlite => return None,
+            Kind::Postgres => ("LAB_POSTGRES_URL", LOCAL_POSTGRES_URL),
+            Kind::Mysql => ("LAB_MYSQL_URL", LOCAL_MYSQL_URL),
+        };
+        Some(
+            env(var)
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| local.to_string()),
+        )
+    }
+
     pub fn by_name(name: &str) -> Result<&'static Preset, String> {
         PRESETS
             .iter()

@@ -26,11 +26,18 @@ pub struct Def {
 
 macro_rules! defs {
     ($($id:ident = $key:literal, $flag:literal, $env:literal, $alias:expr;)+) => {
-        /// The names of every setting.
+        /// The names of every setting. The knobs' are declared with the knobs
+        /// (`knobs.rs`) and re-exported here.
         pub mod def {
             use super::Def;
+            pub use super::knob_def::*;
             $(pub const $id: Def = Def { key: $key, flag: $flag, env: $env, alias: $alias };)+
-            pub const ALL: &[Def] = &[$($id),+];
+            /// The settings that are not knobs; [`all`] adds the knobs.
+            pub const OTHERS: &[Def] = &[$($id),+];
+            /// Every setting's names.
+            pub fn all() -> impl Iterator<Item = Def> {
+                OTHERS.iter().copied().chain(super::KNOBS.iter().map(|k| k.def))
+            }
         }
     };
 }
@@ -38,16 +45,6 @@ macro_rules! defs {
 defs! {
     DATABASE_URL = "database_url", "--database-url", "DATABASE_URL", None;
     PRESET = "preset", "--preset", "LAB_PRESET", None;
-    JOURNAL_MODE = "journal_mode", "--journal-mode", "LAB_JOURNAL_MODE", Some("WAL");
-    BUSY_TIMEOUT = "busy_timeout", "--busy-timeout", "LAB_BUSY_TIMEOUT", Some("TIMEOUT");
-    SYNCHRONOUS = "synchronous", "--synchronous", "LAB_SYNCHRONOUS", None;
-    TXN_MODE = "txn_mode", "--txn-mode", "LAB_TXN_MODE", None;
-    ATOMIC_REQUESTS = "atomic_requests", "--atomic-requests", "LAB_ATOMIC_REQUESTS", Some("ATOMIC_REQUESTS");
-    RETRY = "retry", "--retry", "LAB_RETRY", None;
-    RETRY_DEADLINE = "retry_deadline", "--retry-deadline", "LAB_RETRY_DEADLINE", None;
-    CLAIM = "claim", "--claim", "LAB_CLAIM", None;
-    COMMIT = "commit", "--commit", "LAB_COMMIT", None;
-    TXN_WORK = "txn_work", "--txn-work", "LAB_TXN_WORK", None;
     LISTEN = "listen", "--listen", "LAB_LISTEN", None;
     PROCESS_NAME = "name", "--name", "LAB_PROCESS_NAME", None;
     LEASE = "lease", "--lease", "LAB_LEASE", None;
@@ -58,17 +55,16 @@ defs! {
     EVENTS_PER_BUILD = "events_per_build", "--events-per-build", "LAB_EVENTS_PER_BUILD", None;
     EVENT_DELAY = "event_delay", "--event-delay", "LAB_EVENT_DELAY", None;
     POLL_INTERVAL = "poll_interval", "--poll-interval", "LAB_POLL_INTERVAL", None;
-    WAKE = "wake", "--wake", "LAB_WAKE", None;
     WAKE_PASSES = "wake_passes", "--wake-passes", "LAB_WAKE_PASSES", None;
     WAKE_URLS = "wake_urls", "--wake-url", "LAB_WAKE_URLS", None;
     PIDFILE = "pidfile", "--pidfile", "LAB_PIDFILE", None;
-    CREATE_SHAPE = "create_shape", "--create-shape", "LAB_CREATE_SHAPE", None;
     CLIENTS = "clients", "--clients", "LAB_CLIENTS", Some("CLIENTS");
     NUM = "num", "--num", "LAB_NUM", Some("NUM");
     SLEEP = "sleep", "--sleep", "LAB_SLEEP", Some("SLEEP");
     DURATION = "duration", "--duration", "LAB_DURATION", Some("DURATION");
     STATS_URLS = "stats_urls", "--stats-url", "LAB_STATS_URLS", None;
     REQUEST_TIMEOUT = "request_timeout", "--request-timeout", "LAB_REQUEST_TIMEOUT", None;
+    NEEDS_MIX = "needs_mix", "--needs-mix", "LAB_NEEDS_MIX", None;
 }
 
 /// Values given on the command line, by setting key. Only flags the user really
@@ -157,97 +153,6 @@ impl<'a> Resolver<'a> {
         )
     }
 
-    /// The database and strategy knobs, layered over the preset.
-    pub fn knobs(&self) -> Result<Knobs, SettingError> {
-        let preset = self.preset()?;
-        let p = preset.value;
-        let pn = p.name;
-        let parse_enum = |s: &str| s.parse();
-        Ok(Knobs {
-            journal_mode: self.get(
-                def::JOURNAL_MODE,
-                parse_enum,
-                Some(&|s: &str| {
-                    parse_bool(s).map(|wal| {
-                        if wal {
-                            JournalMode::Wal
-                        } else {
-                            JournalMode::Delete
-                        }
-                    })
-                }),
-                Some((pn, p.journal_mode)),
-                JournalMode::Delete,
-            )?,
-            busy_timeout: self.get(
-                def::BUSY_TIMEOUT,
-                parse_duration,
-                None,
-                Some((pn, p.busy_timeout)),
-                secs(5),
-            )?,
-            synchronous: self.get(
-                def::SYNCHRONOUS,
-                |s| s.parse(),
-                None,
-                Some((pn, p.synchronous)),
-                Synchronous::Full,
-            )?,
-            txn_mode: self.get(
-                def::TXN_MODE,
-                |s| s.parse(),
-                None,
-                Some((pn, p.txn_mode)),
-                TxnMode::Deferred,
-            )?,
-            atomic_requests: self.get(
-                def::ATOMIC_REQUESTS,
-                parse_bool,
-                None,
-                Some((pn, p.atomic_requests)),
-                false,
-            )?,
-            retry: self.get(
-                def::RETRY,
-                |s| s.parse(),
-                None,
-                Some((pn, p.retry)),
-                RetryPolicy::None,
-            )?,
-            retry_deadline: self.get(def::RETRY_DEADLINE, parse_duration, None, None, secs(30))?,
-            claim: self.get(
-                def::CLAIM,
-                |s| s.parse(),
-                None,
-                Some((pn, p.claim)),
-                ClaimStrategy::Toaster,
-            )?,
-            commit: self.get(
-                def::COMMIT,
-                |s| s.parse(),
-                None,
-                Some((pn, p.commit)),
-                CommitPolicy::PerEvent,
-            )?,
-            txn_work: self.get(def::TXN_WORK, parse_duration, None, None, Duration::ZERO)?,
-            wake: self.get(
-                def::WAKE,
-                |s| s.parse(),
-                None,
-                Some((pn, p.wake)),
-                WakeMode::Poll,
-            )?,
-            create_shape: self.get(
-                def::CREATE_SHAPE,
-                |s| s.parse(),
-                None,
-                Some((pn, p.create_shape)),
-                CreateShape::Lab,
-            )?,
-            preset,
-        })
-    }
-
     /// How many passes one notification runs: `LAB_WAKE_PASSES`, default 7
     /// under `notify` (Toaster's quirk: it runs its pass once per field of the
     /// `struct_siginfo` that `sigtimedwait` returns, and that has 7 fields),
@@ -285,96 +190,7 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// The resolved database and strategy knobs.
-#[derive(Debug, Clone)]
-pub struct Knobs {
-    pub preset: Sourced<&'static Preset>,
-    pub journal_mode: Sourced<JournalMode>,
-    pub busy_timeout: Sourced<Duration>,
-    pub synchronous: Sourced<Synchronous>,
-    pub txn_mode: Sourced<TxnMode>,
-    pub atomic_requests: Sourced<bool>,
-    pub retry: Sourced<RetryPolicy>,
-    pub retry_deadline: Sourced<Duration>,
-    pub claim: Sourced<ClaimStrategy>,
-    pub commit: Sourced<CommitPolicy>,
-    pub txn_work: Sourced<Duration>,
-    pub wake: Sourced<WakeMode>,
-    pub create_shape: Sourced<CreateShape>,
-}
-
 impl Knobs {
-    /// Each knob as (key, value text, source), in the order logs print them.
-    pub fn describe(&self) -> Vec<(&'static str, String, Source)> {
-        vec![
-            (
-                "preset",
-                self.preset.value.name.to_string(),
-                self.preset.source.clone(),
-            ),
-            (
-                "journal_mode",
-                self.journal_mode.value.to_string(),
-                self.journal_mode.source.clone(),
-            ),
-            (
-                "busy_timeout",
-                fmt_duration(self.busy_timeout.value),
-                self.busy_timeout.source.clone(),
-            ),
-            (
-                "synchronous",
-                self.synchronous.value.to_string(),
-                self.synchronous.source.clone(),
-            ),
-            (
-                "txn_mode",
-                self.txn_mode.value.to_string(),
-                self.txn_mode.source.clone(),
-            ),
-            (
-                "atomic_requests",
-                self.atomic_requests.value.to_string(),
-                self.atomic_requests.source.clone(),
-            ),
-            (
-                "retry",
-                self.retry.value.to_string(),
-                self.retry.source.clone(),
-            ),
-            (
-                "retry_deadline",
-                fmt_duration(self.retry_deadline.value),
-                self.retry_deadline.source.clone(),
-            ),
-            (
-                "claim",
-                self.claim.value.to_string(),
-                self.claim.source.clone(),
-            ),
-            (
-                "commit",
-                self.commit.value.to_string(),
-                self.commit.source.clone(),
-            ),
-            (
-                "txn_work",
-                fmt_duration(self.txn_work.value),
-                self.txn_work.source.clone(),
-            ),
-            (
-                "wake",
-                self.wake.value.to_string(),
-                self.wake.source.clone(),
-            ),
-            (
-                "create_shape",
-                self.create_shape.value.to_string(),
-                self.create_shape.source.clone(),
-            ),
-        ]
-    }
-
     /// The connection policy these knobs give.
     pub fn policy(&self) -> crate::db::Policy {
         crate::db::Policy {
@@ -382,7 +198,7 @@ impl Knobs {
             synchronous: self.synchronous.value,
             txn_mode: self.txn_mode.value,
             txn_work: self.txn_work.value,
-            isolation: super::Isolation::ReadCommitted,
+            isolation: self.isolation.value,
             stop: crate::db::StopFlag::default(),
         }
     }
@@ -406,6 +222,15 @@ pub struct ReportSettings {
     /// How webui creates a request (added field).
     #[serde(default)]
     pub create_shape: String,
+    /// A server's isolation level (added field; SQLite ignores it).
+    #[serde(default)]
+    pub isolation: String,
+    /// The MySQL tables' engine (added field; other backends ignore it).
+    #[serde(default)]
+    pub mysql_engine: String,
+    /// runbuilds polls inside one transaction (added field).
+    #[serde(default)]
+    pub poll_txn: bool,
 }
 
 impl ReportSettings {
@@ -424,6 +249,9 @@ impl ReportSettings {
             txn_work_ms: u64::try_from(k.txn_work.value.as_millis()).unwrap_or(u64::MAX),
             wake: k.wake.value.to_string(),
             create_shape: k.create_shape.value.to_string(),
+            isolation: k.isolation.value.to_string(),
+            mysql_engine: k.mysql_engine.value.to_string(),
+            poll_txn: k.poll_txn.value,
         }
     }
 }

@@ -120,6 +120,23 @@ knob_enum!(
         Single => "single",
         /// Conditional updates with a check of the rows affected: no read-then-write.
         Guarded => "guarded",
+        /// The second source document's booking loop: inside one transaction,
+        /// book free environments one at a time until the request is
+        /// satisfied; roll back when they run out. On InnoDB and SQLite the
+        /// rollback undoes the partial bookings; on MyISAM it silently does not.
+        Incremental => "incremental",
+    }
+);
+
+knob_enum!(
+    /// The storage engine of a MySQL database's tables (`LAB_MYSQL_ENGINE`),
+    /// set by `locklab migrate`. Other backends ignore it.
+    MysqlEngine, "MySQL storage engine" {
+        /// Transactional, row-locking: Django's default since MySQL 5.5.
+        Innodb => "innodb",
+        /// Not transactional: BEGIN and ROLLBACK are accepted and ignored
+        /// (warning 1196), each statement commits on its own.
+        Myisam => "myisam",
     }
 );
 

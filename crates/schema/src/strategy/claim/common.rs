@@ -170,3 +170,17 @@ pub fn expire(ctx: &ClaimCtx, conn: &mut LabConn) -> Option<Step> {
         Err(e) => gave_up_or_lost(e),
     })
 }
+
+/// What a poll sees: the queue, the newest request and the free
+/// environments, as the connection's snapshot shows them.
+pub fn poll_seen(
+    conn: &mut Conn,
+    txn_started_us: i64,
+) -> diesel::QueryResult<crate::trace::PollSeen> {
+    Ok(crate::trace::PollSeen {
+        queued: u64::try_from(BuildRequest::queue_length(conn)?).unwrap_or(0),
+        max_request_id: BuildRequest::max_id(conn)?,
+        free: Environment::free(conn)?.len() as u64,
+        txn_started_us,
+    })
+}

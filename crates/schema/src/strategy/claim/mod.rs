@@ -11,6 +11,8 @@
 //! - [`single`]: read and write in one transaction.
 //! - [`guarded`]: conditional updates whose rows-affected say who won; no
 //!   read-then-write.
+//! - [`incremental`]: the second source document's loop: one environment at
+//!   a time inside one transaction, rolled back when they run out.
 //!
 //! `single` and `guarded` book every environment a request needs or none, in
 //! queue order (priority DESC, created_at, id); a request that cannot be
@@ -22,6 +24,7 @@
 
 mod common;
 pub mod guarded;
+pub mod incremental;
 pub mod single;
 pub mod toaster;
 
@@ -36,7 +39,7 @@ use crate::ops::Lab;
 use crate::settings::ClaimStrategy;
 use crate::types::{now_micros, BuildId, EnvironmentId, RequestId};
 
-pub use common::{fit, read_phase, releasable, release, QUEUE_SCAN};
+pub use common::{fit, poll_seen, read_phase, releasable, release, QUEUE_SCAN};
 
 /// What the read phase decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +167,7 @@ pub fn strategy(kind: ClaimStrategy) -> &'static dyn Claim {
         ClaimStrategy::Toaster => &toaster::Toaster,
         ClaimStrategy::Single => &single::Single,
         ClaimStrategy::Guarded => &guarded::Guarded,
+        ClaimStrategy::Incremental => &incremental::Incremental,
     }
 }
 

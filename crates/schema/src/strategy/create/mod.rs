@@ -96,18 +96,24 @@ fn get_or_create_project(
     if let Some(id) = op.read(conn, |c| Project::find(c, name))? {
         return Ok(id);
     }
+    // The unique violation rolls the save back (a savepoint inside an open
+    // transaction: PostgreSQL refuses every later statement of a transaction
+    // until the failed part is rolled back), as Django's get_or_create does
+    // with its atomic block around the create.
+    const EXISTS: &str = "the project was created since the read";
     let created = op.save(conn, |tx| match tx.inserted(|c| Project::create(c, name)) {
-        Ok(id) => Ok(Some(id)),
+        Ok(id) => Ok(id),
         Err(diesel::result::Error::DatabaseError(
             diesel::result::DatabaseErrorKind::UniqueViolation,
             _,
-        )) => Ok(None),
+        )) => Err(crate::error::TxError::abort(EXISTS)),
         Err(e) => Err(e.into()),
-    })?;
+    });
     match created {
-        Some(id) => Ok(id),
-        None => op
+        Ok(id) => Ok(id),
+        Err(OpError::Aborted(reason)) if reason == EXISTS => op
             .read(conn, |c| Project::find(c, name))?
             .ok_or_else(|| OpError::Aborted(format!("project {name:?} vanished"))),
+        Err(e) => Err(e),
     }
 }
