@@ -27,7 +27,7 @@ fn server_url(kind: Kind, name: &str) -> String {
         panic!("{var}={url} is not a server URL")
     };
     server
-        .with_database(&format!("lab_cli_{name}"))
+        .with_database(&format!("lab_cli_{}", name.replace('-', "_")))
         .url()
         .to_string()
 }
