@@ -22,8 +22,10 @@ use schema::Lab;
 /// empty variable counts as unset.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// SQLite database file (must exist: create it with `locklab migrate`).
-    #[arg(long, env = "DATABASE_URL", value_name = "PATH")]
+    /// The database: an SQLite file, or a server URL (postgres://user:password@host/db,
+    /// mysql://…); it must exist and be migrated (`locklab migrate`). Default: a server
+    /// preset's server (LAB_POSTGRES_URL / LAB_MYSQL_URL, else local), else locklab.sqlite3.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
     /// A whole set of knobs at once; see `locklab presets`. Default django-default.
     #[arg(long, env = "LAB_PRESET", value_name = "NAME")]
@@ -162,7 +164,14 @@ impl Settings {
             r.raw(d)
                 .unwrap_or_else(|| Sourced::new(default.to_string(), Source::Default))
         };
-        let database = text(def::DATABASE_URL, "locklab.sqlite3");
+        // No DATABASE_URL: a server preset's server, else locklab.sqlite3.
+        let database = match r.raw(def::DATABASE_URL) {
+            Some(d) => d,
+            None => match r.preset()?.value.server_url(env) {
+                Some(url) => Sourced::new(url, Source::Preset(r.preset()?.value.name)),
+                None => Sourced::new("locklab.sqlite3".to_string(), Source::Default),
+            },
+        };
         let target = DbTarget::parse(&database.value).map_err(anyhow::Error::msg)?;
         let path = |d: Def| {
             r.raw(d)

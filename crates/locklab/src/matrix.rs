@@ -60,6 +60,9 @@ impl Spread {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MatrixRow {
     pub preset: String,
+    /// The backend the preset ran on (added field).
+    #[serde(default)]
+    pub backend: String,
     pub process: String,
     pub ok: Spread,
     pub gave_up: Spread,
@@ -109,6 +112,10 @@ pub fn build(presets: &[String], repeat: u32, runs: BTreeMap<String, Vec<Report>
             }
             rows.push(MatrixRow {
                 preset: preset.clone(),
+                backend: reports
+                    .first()
+                    .map(|r| r.backend.clone())
+                    .unwrap_or_default(),
                 process: name.clone(),
                 ok: of(&|p| p.ok as f64),
                 gave_up: of(&|p| p.gave_up as f64),
@@ -132,71 +139,116 @@ const SHOWN: [LockClass; 3] = [
     LockClass::BusyTimeout,
 ];
 
-/// The comparison table.
+/// A server's lock classes, shown as one column when a preset ran on a server.
+const SERVER: [LockClass; 3] = [
+    LockClass::Serialization,
+    LockClass::Deadlock,
+    LockClass::LockWaitTimeout,
+];
+
+impl MatrixRow {
+    fn class(&self, c: LockClass) -> String {
+        self.failed
+            .get(c.as_str())
+            .map(|s| s.show(0))
+            .unwrap_or_else(|| "0".to_string())
+    }
+
+    /// serialization + deadlock + lock_wait_timeout, by their medians.
+    fn server_failures(&self) -> String {
+        // fold from +0.0: an empty f64 sum is -0.0, shown as "-0"
+        let n: f64 = SERVER
+            .iter()
+            .filter_map(|c| self.failed.get(c.as_str()))
+            .fold(0.0, |n, s| n + s.median);
+        format!("{n:.0}")
+    }
+}
+
+fn on_servers(m: &Matrix) -> bool {
+    m.rows
+        .iter()
+        .any(|r| !r.backend.is_empty() && r.backend != "sqlite")
+}
+
+/// The comparison table. When a preset ran on a server the table names each
+/// preset's backend and adds the server's lock classes (serialization,
+/// deadlock, lock_wait_timeout) as one column.
 pub fn table(m: &Matrix) -> Table {
+    let servers = on_servers(m);
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
-        "preset",
+    let mut header = vec!["preset"];
+    if servers {
+        header.push("backend");
+    }
+    header.extend([
         "process",
         "ok",
         "gave_up",
         "busy_upgrade",
         "busy_snapshot",
         "busy_timeout",
-        "p95 ms",
-        "rows/s",
     ]);
+    if servers {
+        header.push("server lock failures");
+    }
+    header.extend(["p95 ms", "rows/s"]);
+    t.load_preset(UTF8_FULL_CONDENSED).set_header(header);
     for r in &m.rows {
-        let cls = |c: LockClass| {
-            r.failed
-                .get(c.as_str())
-                .map(|s| s.show(0))
-                .unwrap_or_else(|| "0".to_string())
-        };
         let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
-        t.add_row(vec![
-            Cell::new(&r.preset),
+        let mut row = vec![Cell::new(&r.preset)];
+        if servers {
+            row.push(Cell::new(&r.backend));
+        }
+        row.extend([
             Cell::new(&r.process),
             right(r.ok.show(0)),
             right(r.gave_up.show(0)),
-            right(cls(SHOWN[0])),
-            right(cls(SHOWN[1])),
-            right(cls(SHOWN[2])),
-            right(r.p95_ms.show(1)),
-            right(r.rows_per_s.show(0)),
+            right(r.class(SHOWN[0])),
+            right(r.class(SHOWN[1])),
+            right(r.class(SHOWN[2])),
         ]);
+        if servers {
+            row.push(right(r.server_failures()));
+        }
+        row.extend([right(r.p95_ms.show(1)), right(r.rows_per_s.show(0))]);
+        t.add_row(row);
     }
     t
 }
 
 pub fn markdown(m: &Matrix) -> String {
+    let servers = on_servers(m);
     let mut out = format!(
         "# locklab matrix\n\n{} preset(s), {} repeat(s) each; cells are the median (min–max).\n\n",
         m.presets.len(),
         m.repeat
     );
-    out.push_str("| preset | process | ok | gave_up | busy_upgrade | busy_snapshot | busy_timeout | p95 ms | rows/s |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    if servers {
+        out.push_str("| preset | backend | process | ok | gave_up | busy_upgrade | busy_snapshot | busy_timeout | server lock failures | p95 ms | rows/s |\n");
+        out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    } else {
+        out.push_str("| preset | process | ok | gave_up | busy_upgrade | busy_snapshot | busy_timeout | p95 ms | rows/s |\n");
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    }
     for r in &m.rows {
-        let cls = |c: LockClass| {
-            r.failed
-                .get(c.as_str())
-                .map(|s| s.show(0))
-                .unwrap_or_else(|| "0".to_string())
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.preset,
-            r.process,
+        let mut cells = vec![r.preset.clone()];
+        if servers {
+            cells.push(r.backend.clone());
+        }
+        cells.extend([
+            r.process.clone(),
             r.ok.show(0),
             r.gave_up.show(0),
-            cls(SHOWN[0]),
-            cls(SHOWN[1]),
-            cls(SHOWN[2]),
-            r.p95_ms.show(1),
-            r.rows_per_s.show(0)
-        );
+            r.class(SHOWN[0]),
+            r.class(SHOWN[1]),
+            r.class(SHOWN[2]),
+        ]);
+        if servers {
+            cells.push(r.server_failures());
+        }
+        cells.extend([r.p95_ms.show(1), r.rows_per_s.show(0)]);
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
     out.push_str("\n![failures per process per preset](matrix.svg)\n");
     out

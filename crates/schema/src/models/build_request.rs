@@ -259,6 +259,34 @@ impl BuildRequest {
             .collect())
     }
 
+    /// [`BuildRequest::queued_in_order`], locking the rows it returns and
+    /// skipping rows another transaction holds (`FOR UPDATE SKIP LOCKED`, on
+    /// PostgreSQL and MySQL/MariaDB). SQLite has no row locks: a plain read,
+    /// which its one writer at a time makes safe inside a write transaction.
+    pub fn queued_skip_locked(conn: &mut Conn, limit: i64) -> QueryResult<Vec<QueuedRequest>> {
+        let query = build_request::table
+            .filter(build_request::state.eq(RequestState::Queued))
+            .order((
+                build_request::priority.desc(),
+                build_request::created_at.asc(),
+                build_request::id.asc(),
+            ))
+            .select((build_request::id, build_request::needs))
+            .limit(limit);
+        let rows: Vec<(RequestId, String)> = match conn {
+            Conn::Sqlite(c) => query.load(c)?,
+            Conn::Postgres(c) => query.for_update().skip_locked().load(c)?,
+            Conn::Mysql(c) => query.for_update().skip_locked().load(c)?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(id, needs)| QueuedRequest {
+                id,
+                needs: Needs::from_json(&needs),
+            })
+            .collect())
+    }
+
     /// Sets the state whatever it was (Toaster's save of a request it read in an
     /// earlier transaction).
     pub fn set_state(conn: &mut Conn, id: RequestId, state: RequestState) -> QueryResult<usize> {

@@ -102,6 +102,30 @@ impl Environment {
             .load(conn)
     }
 
+    /// [`Environment::free_of_kinds`], locking the rows it returns and
+    /// skipping rows another transaction holds (`FOR UPDATE SKIP LOCKED`;
+    /// SQLite: a plain read).
+    pub fn free_of_kinds_skip_locked(
+        conn: &mut Conn,
+        kinds: &[&str],
+    ) -> QueryResult<Vec<Environment>> {
+        // One query per backend: the selected columns' types are the backend's.
+        macro_rules! free {
+            () => {
+                build_environment::table
+                    .filter(build_environment::lock_state.eq(LockState::Free))
+                    .filter(build_environment::kind.eq_any(kinds))
+                    .select(Environment::as_select())
+                    .order(build_environment::id)
+            };
+        }
+        match conn {
+            Conn::Sqlite(c) => free!().load(c),
+            Conn::Postgres(c) => free!().for_update().skip_locked().load(c),
+            Conn::Mysql(c) => free!().for_update().skip_locked().load(c),
+        }
+    }
+
     /// Toaster's `_selectBuildEnvironment` read: the first free environment of
     /// any kind, by id (`filter(lock=FREE)[0]`, no `select_for_update`).
     pub fn first_free(conn: &mut Conn) -> QueryResult<Option<Environment>> {

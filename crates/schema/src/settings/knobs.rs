@@ -183,7 +183,8 @@ knobs! {
     /// How long `backoff` keeps trying one operation.
     retry_deadline: Duration = RETRY_DEADLINE("--retry-deadline", "LAB_RETRY_DEADLINE", alias None, "DURATION"),
         parse parse_duration, alias_parse None, default secs(30);
-    /// How runbuilds claims: toaster, single, guarded or incremental.
+    /// How runbuilds claims: toaster, single, guarded, skip-locked or
+    /// incremental.
     claim: ClaimStrategy = CLAIM("--claim", "LAB_CLAIM", alias None, "STRATEGY"),
         parse by_name, alias_parse None, default ClaimStrategy::Toaster;
     /// runbuilds polls inside one long-lived transaction, as pre-1.6 Django

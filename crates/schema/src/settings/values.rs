@@ -125,6 +125,11 @@ knob_enum!(
         /// satisfied; roll back when they run out. On InnoDB and SQLite the
         /// rollback undoes the partial bookings; on MyISAM it silently does not.
         Incremental => "incremental",
+        /// A server's good twin: `SELECT … FOR UPDATE SKIP LOCKED` reads the
+        /// queue and the free environments inside the claim's transaction;
+        /// rows another claim holds are skipped, not waited for. SQLite has
+        /// no row locks: plain reads inside its one write transaction.
+        SkipLocked => "skip-locked",
     }
 );
 

@@ -11,6 +11,8 @@
 //! - [`single`]: read and write in one transaction.
 //! - [`guarded`]: conditional updates whose rows-affected say who won; no
 //!   read-then-write.
+//! - [`skip_locked`]: a server's good twin: `FOR UPDATE SKIP LOCKED` reads
+//!   in the claim's one transaction.
 //! - [`incremental`]: the second source document's loop: one environment at
 //!   a time inside one transaction, rolled back when they run out.
 //!
@@ -26,6 +28,7 @@ mod common;
 pub mod guarded;
 pub mod incremental;
 pub mod single;
+pub mod skip_locked;
 pub mod toaster;
 
 use std::time::Duration;
@@ -168,6 +171,7 @@ pub fn strategy(kind: ClaimStrategy) -> &'static dyn Claim {
         ClaimStrategy::Single => &single::Single,
         ClaimStrategy::Guarded => &guarded::Guarded,
         ClaimStrategy::Incremental => &incremental::Incremental,
+        ClaimStrategy::SkipLocked => &skip_locked::SkipLocked,
     }
 }
 
