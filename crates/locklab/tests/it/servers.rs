@@ -93,6 +93,7 @@ fn assert_data_whole(r: &Value) {
     );
     for p in r["processes"].as_array().unwrap() {
         assert!(p["lock_wait_share"].is_null(), "not measured on a server");
+        assert_eq!(p["rollbacks_not_undone"], 0, "a transactional engine: {p}");
     }
 }
 

@@ -65,9 +65,23 @@ pub fn open(server: &ServerUrl, policy: &Policy) -> Result<(Conn, ServerEngine),
             let mut c =
                 diesel::pg::PgConnection::establish(&server.connect_url()).map_err(open_err)?;
             let ms = policy.busy_timeout.as_millis().max(1);
+            // lc_messages is a superuser setting: a user without it (or
+            // without GRANT SET ON PARAMETER lc_messages) keeps the server's
+            // language, and the few classes read from messages may then be
+            // `other`. Said once per process, not refused.
+            if let Err(e) = c.batch_execute("SET lc_messages TO 'C'") {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    log::warn!(
+                        "{path}: SET lc_messages TO 'C' was refused ({}); the classes read from \
+                         messages (deadlock 40P01, lock_timeout 55P03) need English messages: \
+                         connect as a superuser or GRANT SET ON PARAMETER lc_messages TO the user",
+                        one_line(&e.to_string())
+                    )
+                });
+            }
             let session = format!(
-                "SET lc_messages TO 'C'; \
-                 SET lock_timeout = '{ms}ms'; \
+                "SET lock_timeout = '{ms}ms'; \
                  SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL {isolation}"
             );
             c.batch_execute(&session)
@@ -149,6 +163,10 @@ pub fn mysql_first_condition(conn: &mut Conn) -> QueryResult<Option<(i32, String
         _ => None,
     })
 }
+
+/// MySQL's warning 1196 (ER_WARNING_NOT_COMPLETE_ROLLBACK): "Some
+/// non-transactional changed tables couldn't be rolled back".
+pub const MYSQL_NONTRANSACTIONAL_NOT_ROLLED_BACK: i32 = 1196;
 
 /// The class of a MySQL/MariaDB errno.
 pub fn mysql_class(errno: i32) -> LockClass {
@@ -261,8 +279,11 @@ impl Engine for ServerEngine {
         if self.kind != Kind::Mysql {
             return None;
         }
+        // Only 1196 says the rollback did not undo everything. MariaDB's
+        // ROLLBACK can leave the failed statement's error (e.g. 1062) in the
+        // diagnostics area: that is not a rollback warning.
         match mysql_first_condition(conn) {
-            Ok(c) => c,
+            Ok(c) => c.filter(|(errno, _)| *errno == MYSQL_NONTRANSACTIONAL_NOT_ROLLED_BACK),
             Err(e) => {
                 log::debug!("reading MySQL's warnings after a ROLLBACK: {e}");
                 None
