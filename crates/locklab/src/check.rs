@@ -304,6 +304,12 @@ pub fn check(
         }
     }
 
+    // Bookings before builds: a claim writes its bookings and its build in
+    // one transaction, so every booking read here has its build visible to
+    // the read below, even while schedulers go on claiming (compose checks a
+    // live lab). The other order counts a claim that committed in between as
+    // bookings without a claim.
+    let bookings = Booking::all(c).context("reading bookings")?;
     // Builds and their streams.
     let builds = Build::all(c).context("reading builds")?;
     // A double claim: a request with more than one build. Under Toaster's
@@ -435,7 +441,6 @@ pub fn check(
             .into_iter()
             .map(|e| (e.id, e.kind))
             .collect();
-        let bookings = Booking::all(c).context("reading bookings")?;
         let mut booked: HashMap<RequestId, u64> = HashMap::new();
         for b in &bookings {
             *booked.entry(b.request_id).or_default() += 1;

@@ -865,7 +865,13 @@ pub fn presets_table(long: bool) -> Table {
         for p in PRESETS {
             let knobs = p.knobs.describe();
             let mut row = vec![p.name.to_string()];
-            row.extend(shown.iter().map(|(i, _)| knobs[*i].1.clone()));
+            row.extend(shown.iter().map(|(i, d)| {
+                if knob_applies(d.key, p.backend) {
+                    knobs[*i].1.clone()
+                } else {
+                    "–".to_string()
+                }
+            }));
             row.extend([pace(p), p.asserted.to_string(), p.expected.to_string()]);
             t.add_row(row);
         }
@@ -878,6 +884,7 @@ pub fn presets_table(long: bool) -> Table {
         let knobs = p.knobs.describe();
         let mut text: Vec<String> = shown
             .iter()
+            .filter(|(_, d)| knob_applies(d.key, p.backend))
             .map(|(i, d)| format!("{}={}", d.key, knobs[*i].1))
             .collect();
         text.push(format!("pace={}", pace(p)));
@@ -887,6 +894,20 @@ pub fn presets_table(long: bool) -> Table {
         ]);
     }
     t
+}
+
+/// Whether a knob means anything on a backend: the journal, synchronous and
+/// transaction mode are SQLite's; the isolation level a server's; the engine
+/// MySQL's. (A poll transaction goes stale on SQLite too: in WAL mode a read
+/// transaction keeps its snapshot.)
+fn knob_applies(key: &str, backend: schema::backend::Kind) -> bool {
+    use schema::backend::Kind;
+    match key {
+        "journal_mode" | "synchronous" | "txn_mode" => backend == Kind::Sqlite,
+        "isolation" => backend != Kind::Sqlite,
+        "mysql_engine" => backend == Kind::Mysql,
+        _ => true,
+    }
 }
 
 fn print_presets(long: bool) {
