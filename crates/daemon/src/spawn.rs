@@ -112,6 +112,9 @@ pub struct Spec<'a> {
     pub env_remove: Vec<&'a str>,
     /// Where the daemon's log goes.
     pub log: PathBuf,
+    /// Append to the log instead of starting it afresh (a restarted daemon
+    /// keeps its predecessor's lines).
+    pub append_log: bool,
     pub startup_timeout: Duration,
 }
 
@@ -137,8 +140,15 @@ pub fn spawn(spec: Spec<'_>) -> anyhow::Result<Child> {
     let stderr = child.stderr.take().context("no stderr pipe")?;
     let (tx, rx) = mpsc::channel::<String>();
     let log_path = spec.log.clone();
+    let append = spec.append_log;
     std::thread::spawn(move || {
-        let mut file = std::fs::File::create(&log_path).ok();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&log_path)
+            .ok();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(f) = file.as_mut() {
                 let _ = writeln!(f, "{line}");

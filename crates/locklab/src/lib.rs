@@ -160,6 +160,12 @@ pub struct LoadArgs {
     /// Longest wait for builds to finish after the load.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub drain_timeout: String,
+    /// When a daemon dies during the run (killed, or exits non-zero):
+    /// on-failure starts it again with its name and listen address and the
+    /// run goes on; never leaves it dead. Each death is logged and listed in
+    /// report.json's processes[].exits.
+    #[arg(long, default_value = "on-failure", value_name = "POLICY")]
+    pub restart: String,
 }
 
 #[derive(Debug, Args)]
@@ -544,6 +550,10 @@ fn run_options(
         request_timeout: load_shape.request_timeout,
         needs_mix: load_shape.needs_mix,
         who: Some(who::ProbeMode::Getlk),
+        restart: load
+            .restart
+            .parse()
+            .map_err(|m| anyhow::anyhow!("--restart: {m}"))?,
     })
 }
 
@@ -1145,17 +1155,22 @@ fn cmd_timeline(a: &TimelineArgs) -> anyhow::Result<ExitCode> {
     };
     let os = a.dir.as_deref().map(run::os_lanes).unwrap_or_default();
     // A run's report says where its load ended.
-    let load_end = a
+    let run_report = a
         .dir
         .as_deref()
-        .and_then(|d| report::Report::read(&d.join("report.json")).ok())
-        .and_then(|r| r.load_end_us);
+        .and_then(|d| report::Report::read(&d.join("report.json")).ok());
+    let load_end = run_report.as_ref().and_then(|r| r.load_end_us);
+    let deaths = run_report
+        .as_ref()
+        .map(timeline::deaths_of)
+        .unwrap_or_default();
     let n = timeline::write_with_os(
         &traces,
         &os,
         &out,
         "locklab · who held SQLite's write lock",
         load_end,
+        &deaths,
     )?;
     println!(
         "wrote {} ({n} transactions from {} trace(s))",

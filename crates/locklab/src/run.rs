@@ -25,6 +25,30 @@ use crate::loadgen::{Load, LoadSpec};
 use crate::report::{self, Load as LoadInfo, Report, SCHEMA_VERSION};
 use crate::who::{self, witness};
 
+/// What `run` does when a daemon exits or is killed during the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Restart {
+    /// Start it again, with its name and listen address, when it died of a
+    /// signal or exited non-zero (the default).
+    #[default]
+    OnFailure,
+    /// Leave it dead; the run goes on without it.
+    Never,
+}
+
+impl std::str::FromStr for Restart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "on-failure" => Ok(Restart::OnFailure),
+            "never" => Ok(Restart::Never),
+            other => Err(format!(
+                "{other:?} is not a restart policy: on-failure or never"
+            )),
+        }
+    }
+}
+
 /// The daemon binaries locklab runs.
 pub const DAEMONS: [&str; 3] = ["webui", "runbuilds", "buildinfohelper"];
 
@@ -58,6 +82,8 @@ pub struct RunOptions {
     /// Sample the file's locks with `locklab who` for the whole run, with
     /// this probe (None: not at all).
     pub who: Option<who::ProbeMode>,
+    /// What to do when a daemon dies during the run (`--restart`).
+    pub restart: Restart,
 }
 
 /// Where the daemon binaries are: next to this executable.
@@ -173,14 +199,65 @@ impl OutLock {
     }
 }
 
-/// A spawned daemon and its files.
+/// A supervised daemon: its current instance, and the files of every
+/// instance it had (a restarted daemon keeps its name, its listen address
+/// and its log; each instance writes stats and a trace of its own).
 struct Spawned {
     name: String,
+    bin: PathBuf,
+    /// Its arguments, without `--listen`, `--stats-out` and `--trace-out`.
+    args: Vec<OsString>,
     child: daemon::spawn::Child,
     url: String,
-    stats_out: PathBuf,
-    trace_out: PathBuf,
+    /// The address it listens on (`127.0.0.1:PORT`), kept across restarts.
+    listen: String,
+    /// Every instance's stats and trace files, the current one last.
+    stats_files: Vec<PathBuf>,
+    trace_files: Vec<PathBuf>,
+    /// Every instance's PID.
+    pids: Vec<i32>,
     log: PathBuf,
+    exits: Vec<schema::stats::ProcessExit>,
+    /// Exited and not restarted.
+    dead: bool,
+}
+
+/// One instance's files: its stats, its trace, and the daemon's log (which
+/// a restarted instance appends to).
+struct InstanceFiles<'a> {
+    stats_out: &'a Path,
+    trace_out: &'a Path,
+    log: &'a Path,
+    append_log: bool,
+}
+
+/// Starts one instance of a daemon.
+fn start_instance(
+    bin: &Path,
+    name: &str,
+    args: &[OsString],
+    listen: &str,
+    files: InstanceFiles<'_>,
+) -> anyhow::Result<daemon::spawn::Child> {
+    let mut all = args.to_vec();
+    all.extend([
+        "--listen".into(),
+        listen.into(),
+        "--stats-out".into(),
+        files.stats_out.into(),
+        "--trace-out".into(),
+        files.trace_out.into(),
+    ]);
+    daemon::spawn::spawn(daemon::spawn::Spec {
+        bin,
+        name,
+        args: all,
+        env: Vec::new(),
+        env_remove: Vec::new(),
+        log: files.log.to_path_buf(),
+        append_log: files.append_log,
+        startup_timeout: Duration::from_secs(30),
+    })
 }
 
 fn spawn_daemon(
@@ -198,14 +275,8 @@ fn spawn_daemon(
         db.into(),
         "--name".into(),
         name.into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
         "--preset".into(),
         opts.preset.clone().into(),
-        "--stats-out".into(),
-        stats_out.clone().into(),
-        "--trace-out".into(),
-        trace_out.clone().into(),
         "--stats-interval".into(),
         "2s".into(),
     ];
@@ -217,23 +288,148 @@ fn spawn_daemon(
         args.push("--lease".into());
         args.push(lease.into());
     }
-    let child = daemon::spawn::spawn(daemon::spawn::Spec {
+    let child = start_instance(
         bin,
         name,
-        args,
-        env: Vec::new(),
-        env_remove: Vec::new(),
-        log: log.clone(),
-        startup_timeout: Duration::from_secs(30),
-    })?;
+        &args,
+        "127.0.0.1:0",
+        InstanceFiles {
+            stats_out: &stats_out,
+            trace_out: &trace_out,
+            log: &log,
+            append_log: false,
+        },
+    )?;
+    let listen = child.url.trim_start_matches("http://").to_string();
     Ok(Spawned {
         name: name.to_string(),
+        bin: bin.to_path_buf(),
+        args,
         url: child.url.clone(),
+        pids: vec![child.pid()],
         child,
-        stats_out,
-        trace_out,
+        listen,
+        stats_files: vec![stats_out],
+        trace_files: vec![trace_out],
         log,
+        exits: Vec::new(),
+        dead: false,
     })
+}
+
+/// Records deaths seen at the end of the run, without restarting.
+fn supervise_last(daemons: &mut [Spawned], load_start_us: i64) -> anyhow::Result<()> {
+    use std::os::unix::process::ExitStatusExt;
+    for d in daemons.iter_mut().filter(|d| !d.dead) {
+        if let Ok(Some(status)) = d.child.child.try_wait() {
+            let at_us = now_micros();
+            eprintln!("locklab: {} ended before the shutdown ({status})", d.name);
+            d.exits.push(schema::stats::ProcessExit {
+                at_us,
+                at_s: (at_us - load_start_us) as f64 / 1e6,
+                code: status.code(),
+                signal: status.signal(),
+                restarted: false,
+            });
+            d.dead = true;
+        }
+    }
+    Ok(())
+}
+
+/// What the run is doing, for a restarted daemon to join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Load,
+    Drain,
+}
+
+/// Watches every daemon: one that exited or was killed is logged with how and
+/// when, recorded in its `exits`, and (under `--restart on-failure`) started
+/// again with its name, listen address and log, then told where the run is
+/// (its load window starts; in the drain it drains). A restart that fails
+/// ends the run with the daemon's last log lines.
+fn supervise(
+    daemons: &mut [Spawned],
+    opts: &RunOptions,
+    agent: &ureq::Agent,
+    load_start_us: i64,
+    phase: Phase,
+) -> anyhow::Result<()> {
+    use std::os::unix::process::ExitStatusExt;
+    for d in daemons.iter_mut().filter(|d| !d.dead) {
+        let Ok(Some(status)) = d.child.child.try_wait() else {
+            continue;
+        };
+        let at_us = now_micros();
+        let at_s = (at_us - load_start_us) as f64 / 1e6;
+        let (code, signal) = (status.code(), status.signal());
+        let how = match (code, signal) {
+            (_, Some(sig)) => format!("was killed by signal {sig}"),
+            (Some(c), None) => format!("exited with code {c}"),
+            (None, None) => "ended".to_string(),
+        };
+        let restart = opts.restart == Restart::OnFailure && !status.success();
+        eprintln!(
+            "locklab: {} (pid {}) {how} {at_s:.1} s into the run{}",
+            d.name,
+            d.child.pid(),
+            if restart {
+                "; restarting it"
+            } else {
+                "; not restarted"
+            }
+        );
+        d.exits.push(schema::stats::ProcessExit {
+            at_us,
+            at_s,
+            code,
+            signal,
+            restarted: restart,
+        });
+        if !restart {
+            d.dead = true;
+            continue;
+        }
+        let n = d.stats_files.len() + 1;
+        let stats_out = opts.out.join(format!("stats-{}.{n}.json", d.name));
+        let trace_out = opts.out.join(format!("trace-{}.{n}.jsonl", d.name));
+        let child = start_instance(
+            &d.bin,
+            &d.name,
+            &d.args,
+            &d.listen,
+            InstanceFiles {
+                stats_out: &stats_out,
+                trace_out: &trace_out,
+                log: &d.log,
+                append_log: true,
+            },
+        )
+        .with_context(|| format!("{} died and could not be started again", d.name))?;
+        d.pids.push(child.pid());
+        d.url = child.url.clone();
+        d.child = child;
+        d.stats_files.push(stats_out);
+        d.trace_files.push(trace_out);
+        http::wait_healthy(
+            agent,
+            &http::join(&d.url, "/healthz"),
+            Duration::from_secs(30),
+        )
+        .with_context(|| format!("{} restarted but is not healthy", d.name))?;
+        let _ = http::post_empty(agent, &http::join(&d.url, "/load-start"));
+        if phase == Phase::Drain {
+            let _ = http::post_empty(agent, &http::join(&d.url, "/drain"));
+        }
+        eprintln!(
+            "locklab: {} restarted (pid {}, instance {n}) on {}",
+            d.name,
+            d.child.pid(),
+            d.listen
+        );
+    }
+    Ok(())
 }
 
 fn fetch_stats_json(agent: &ureq::Agent, d: &Spawned) -> Option<serde_json::Value> {
@@ -255,13 +451,24 @@ fn progress_message(
         load.ok.load(Ordering::Relaxed)
     )];
     for d in daemons {
-        if let Some(s) = fetch_stats(agent, d) {
-            parts.push(format!(
-                "{} ok={} failed={}",
+        match fetch_stats(agent, d) {
+            // A restarted daemon's counts start again at 0.
+            Some(s) => parts.push(format!(
+                "{} ok={} failed={}{}",
                 s.name,
                 s.ok,
-                s.failed_total()
-            ));
+                s.failed_total(),
+                if d.exits.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (restarted {}×)",
+                        d.exits.iter().filter(|e| e.restarted).count()
+                    )
+                }
+            )),
+            None if d.dead => parts.push(format!("{} dead", d.name)),
+            None => parts.push(format!("{} not answering", d.name)),
         }
     }
     parts.join(" · ")
@@ -462,6 +669,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         let _ = http::post_empty(&agent, &http::join(&d.url, "/load-start"));
     }
     let load = Load::start(&spec)?;
+    let load_start_us = now_micros();
     let tty = std::io::stderr().is_terminal();
     let bar = if tty {
         let bar = ProgressBar::new(opts.duration.as_secs().max(1));
@@ -476,6 +684,11 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     let mut last_plain = Instant::now();
     while load.started.elapsed() < opts.duration && !interrupted.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(500));
+        if let Err(e) = supervise(&mut daemons, opts, &agent, load_start_us, Phase::Load) {
+            load.state.stop.store(true, Ordering::SeqCst);
+            let _ = load.finish();
+            return Err(e);
+        }
         if let Some(bar) = &bar {
             bar.set_position(load.started.elapsed().as_secs());
             bar.set_message(progress_message(&agent, &daemons, &load.state));
@@ -501,7 +714,8 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
 
     // 2-4. webui refuses creates, runbuilds stops claiming, buildinfohelper
     // keeps finishing
-    for d in &daemons {
+    supervise(&mut daemons, opts, &agent, load_start_us, Phase::Drain)?;
+    for d in daemons.iter().filter(|d| !d.dead) {
         http::post_empty(&agent, &http::join(&d.url, "/drain"))
             .with_context(|| format!("draining {}", d.name))?;
         if d.name.starts_with("runbuilds") {
@@ -526,6 +740,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     };
     let mut last_plain = Instant::now();
     loop {
+        supervise(&mut daemons, opts, &agent, load_start_us, Phase::Drain)?;
         if watcher.is_none() {
             watcher = LabConn::open(&target, watch_policy.clone(), false).ok();
         }
@@ -569,11 +784,13 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     let drain_end = now_micros();
     let who_report = stop_witness(witness);
 
-    // Then every daemon gets SIGTERM and writes its final stats.
-    for d in &daemons {
+    // Then every daemon gets SIGTERM and writes its final stats. A death
+    // seen now (before the SIGTERM) is recorded, not restarted.
+    let _ = supervise_last(&mut daemons, load_start_us);
+    for d in daemons.iter().filter(|d| !d.dead) {
         d.child.signal(daemon::spawn::SIGTERM);
     }
-    for d in &mut daemons {
+    for d in daemons.iter_mut().filter(|d| !d.dead) {
         match d.child.terminate(Duration::from_secs(30)) {
             Ok(status) if !status.success() => {
                 eprintln!(
@@ -589,42 +806,76 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     let mut processes = Vec::new();
     let mut settings: Option<ReportSettings> = None;
     for d in &daemons {
-        let text = std::fs::read_to_string(&d.stats_out).with_context(|| {
-            format!(
-                "{} wrote no final stats to {}",
-                d.name,
-                d.stats_out.display()
-            )
-        })?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", d.stats_out.display()))?;
-        if v["final"].as_bool() != Some(true) {
-            eprintln!(
-                "locklab: {} wrote no final stats (it did not stop cleanly; see {}): its counts are \
-                 from its last periodic write, with operations still in flight",
-                d.name,
-                d.log.display()
-            );
+        // Every instance's stats, summed: a killed instance left its last
+        // periodic write (every 2 s), the last one its final stats.
+        let mut merged: Option<ProcessReport> = None;
+        for (i, file) in d.stats_files.iter().enumerate() {
+            let last = i + 1 == d.stats_files.len();
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                // An instance killed before its first write left nothing.
+                Err(_) if !last => continue,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "{} wrote no final stats to {}",
+                        d.name,
+                        file.display()
+                    )))
+                }
+            };
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", file.display()))?;
+            let killed = d
+                .exits
+                .get(i)
+                .is_some_and(|e| e.signal.is_some() || e.code != Some(0));
+            if v["final"].as_bool() != Some(true) {
+                if killed {
+                    eprintln!(
+                        "locklab: {} instance {} died: its counts are from its last periodic write \
+                         ({}), up to 2 s before it died",
+                        d.name,
+                        i + 1,
+                        file.display()
+                    );
+                } else {
+                    eprintln!(
+                        "locklab: {} wrote no final stats (it did not stop cleanly; see {}): its \
+                         counts are from its last periodic write, with operations still in flight",
+                        d.name,
+                        d.log.display()
+                    );
+                }
+            }
+            if settings.is_none() {
+                settings = v
+                    .get("settings")
+                    .cloned()
+                    .and_then(|s| serde_json::from_value(s).ok());
+            }
+            let mut p = serde_json::from_value::<ProcessReport>(v)
+                .with_context(|| format!("parsing {}", file.display()))?;
+            if killed {
+                p.mark_killed();
+            }
+            match merged.as_mut() {
+                Some(m) => m.merge(&p),
+                None => merged = Some(p),
+            }
         }
-        if settings.is_none() {
-            settings = v
-                .get("settings")
-                .cloned()
-                .and_then(|s| serde_json::from_value(s).ok());
-        }
-        processes.push(
-            serde_json::from_value::<ProcessReport>(v)
-                .with_context(|| format!("parsing {}", d.stats_out.display()))?,
-        );
+        let mut p = merged.with_context(|| format!("{} left no stats", d.name))?;
+        p.name = d.name.clone();
+        p.exits = d.exits.clone();
+        processes.push(p);
     }
     let traces: Vec<PathBuf> = daemons
         .iter()
-        .map(|d| d.trace_out.clone())
+        .flat_map(|d| d.trace_files.iter().cloned())
         .filter(|p| p.exists())
         .collect();
     let daemon_pids: HashMap<i32, String> = daemons
         .iter()
-        .map(|d| (d.child.pid(), d.name.clone()))
+        .flat_map(|d| d.pids.iter().map(|pid| (*pid, d.name.clone())))
         .collect();
     drop(daemons);
 
@@ -711,6 +962,7 @@ pub fn write_outputs(
             report.preset
         ),
         report.load_end_us,
+        &crate::timeline::deaths_of(report),
     )?;
     Ok(())
 }

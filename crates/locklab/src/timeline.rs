@@ -108,13 +108,15 @@ enum Row<'a> {
 
 /// Builds the SVG from trace events of several processes.
 pub fn render(events: &[TraceEvent], title: &str) -> Document {
-    render_with_os(events, &[], title, None)
+    render_with_os(events, &[], title, None, &[])
 }
 
 /// Colours: held and waiting are told apart at a glance.
 const HELD_COLOR: &str = "#1f77b4";
 const WAIT_COLOR: &str = "#a3a3a3";
 const LOAD_END_COLOR: &str = "#d62728";
+/// A daemon's death: dark red, distinct from the load's end.
+const DEATH_COLOR: &str = "#8b0000";
 
 /// A step for the time axis: 1, 2, 5 × 10^n seconds, about 10 ticks.
 fn tick_step(span_s: f64) -> f64 {
@@ -127,13 +129,46 @@ fn tick_step(span_s: f64) -> f64 {
         .unwrap_or(10.0 * mag)
 }
 
+/// A daemon's death during a run, marked on its lane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Death {
+    pub process: String,
+    pub at_us: i64,
+    /// What the mark says: "killed (signal 9), restarted".
+    pub label: String,
+}
+
+/// The deaths a run's report lists.
+pub fn deaths_of(r: &crate::report::Report) -> Vec<Death> {
+    r.processes
+        .iter()
+        .flat_map(|p| {
+            p.exits.iter().map(|e| Death {
+                process: p.name.clone(),
+                at_us: e.at_us,
+                label: format!(
+                    "{}{}",
+                    match (e.signal, e.code) {
+                        (Some(sig), _) => format!("killed (signal {sig})"),
+                        (None, Some(c)) => format!("exited ({c})"),
+                        _ => "ended".to_string(),
+                    },
+                    if e.restarted { ", restarted" } else { "" }
+                ),
+            })
+        })
+        .collect()
+}
+
 /// Builds the SVG from the traces and the OS-observed lanes: each daemon's
-/// OS lane right under its own trace, then a row per foreign holder.
+/// OS lane right under its own trace, then a row per foreign holder. Each
+/// death is a red line across its daemon's lane.
 pub fn render_with_os(
     events: &[TraceEvent],
     os: &[OsLane],
     title: &str,
     load_end_us: Option<i64>,
+    deaths: &[Death],
 ) -> Document {
     let holds = crate::holders::Holds::new(events);
     let mut lanes: BTreeMap<&str, Vec<&TraceEvent>> = BTreeMap::new();
@@ -308,6 +343,32 @@ pub fn render_with_os(
             .set("text-anchor", "end"),
     );
     // Where the load ended and the drain began.
+    for d in deaths.iter().filter(|d| (t0..=t1).contains(&d.at_us)) {
+        let Some(i) = rows
+            .iter()
+            .position(|r| matches!(r, Row::Trace(p, _) if *p == d.process))
+        else {
+            continue;
+        };
+        let y = TOP + LANE * i as f64;
+        doc = doc
+            .add(
+                Line::new()
+                    .set("x1", x(d.at_us))
+                    .set("x2", x(d.at_us))
+                    .set("y1", y)
+                    .set("y2", y + LANE)
+                    .set("stroke", DEATH_COLOR)
+                    .set("stroke-width", 2),
+            )
+            .add(
+                Text::new(format!("✕ {}", d.label))
+                    .set("x", x(d.at_us) + 3.0)
+                    .set("y", y + 10.0)
+                    .set("font-size", 10)
+                    .set("fill", DEATH_COLOR),
+            );
+    }
     if let Some(end) = load_end_us.filter(|e| (t0..=t1).contains(e)) {
         doc = doc
             .add(
@@ -418,7 +479,7 @@ fn os_lane(mut doc: Document, l: &OsLane, y: f64, t0: i64, px_us: i64, columns: 
 
 /// Reads every trace file and writes the SVG.
 pub fn write(traces: &[std::path::PathBuf], out: &Path, title: &str) -> anyhow::Result<usize> {
-    write_with_os(traces, &[], out, title, None)
+    write_with_os(traces, &[], out, title, None, &[])
 }
 
 /// Reads every trace file and writes the SVG with the OS-observed lanes.
@@ -428,12 +489,13 @@ pub fn write_with_os(
     out: &Path,
     title: &str,
     load_end_us: Option<i64>,
+    deaths: &[Death],
 ) -> anyhow::Result<usize> {
     let mut events = Vec::new();
     for t in traces {
         events.extend(read_trace(t).with_context(|| format!("reading the trace {}", t.display()))?);
     }
-    let doc = render_with_os(&events, os, title, load_end_us);
+    let doc = render_with_os(&events, os, title, load_end_us, deaths);
     svg::save(out, &doc).with_context(|| format!("writing {}", out.display()))?;
     Ok(events.len())
 }

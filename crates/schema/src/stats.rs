@@ -536,6 +536,7 @@ impl Stats {
                     rows_committed: c.rows_committed,
                     failed,
                     latency_ms: Latency::of(&c.latency_us),
+                    in_flight_at_death: 0,
                 },
             );
         }
@@ -721,6 +722,9 @@ pub struct OpReport {
     pub failed: BTreeMap<String, u64>,
     #[serde(default)]
     pub latency_ms: Latency,
+    /// Operations a killed instance had started and not ended (added field).
+    #[serde(default)]
+    pub in_flight_at_death: u64,
 }
 
 /// One `processes[]` entry of report.json.
@@ -777,9 +781,119 @@ pub struct ProcessReport {
     /// (added field).
     #[serde(default)]
     pub rollbacks_not_undone: u64,
+    /// Each death of this process during a run, in order: when, how, and
+    /// whether it was restarted (added field; always a list, `[]` when none).
+    /// `locklab run` fills it; a daemon's own stats leave it empty.
+    #[serde(default)]
+    pub exits: Vec<ProcessExit>,
+    /// Operations its killed instances had started and not ended when they
+    /// died: neither ok, given up nor rolled back (added field; `ops` = `ok`
+    /// + `gave_up` + `rolled_back` + this).
+    #[serde(default)]
+    pub in_flight_at_death: u64,
+}
+
+/// One death of a daemon during `locklab run`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessExit {
+    /// Wall-clock µs when the supervisor saw it.
+    pub at_us: i64,
+    /// Seconds since the run's load began (negative: before it).
+    pub at_s: f64,
+    /// The exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal that killed it, if one did (9: SIGKILL).
+    pub signal: Option<i32>,
+    /// Whether the supervisor started it again.
+    pub restarted: bool,
+}
+
+impl OpReport {
+    fn merge(&mut self, o: &OpReport) {
+        self.ops += o.ops;
+        self.ok += o.ok;
+        self.gave_up += o.gave_up;
+        self.retried += o.retried;
+        self.rolled_back += o.rolled_back;
+        self.aborted += o.aborted;
+        self.rows_committed += o.rows_committed;
+        for (k, v) in &o.failed {
+            *self.failed.entry(k.clone()).or_default() += v;
+        }
+        self.latency_ms = self.latency_ms.worst(&o.latency_ms);
+        self.in_flight_at_death += o.in_flight_at_death;
+    }
+}
+
+impl Latency {
+    /// Each percentile the larger of two: what a merge of two processes'
+    /// histograms can honestly say without the histograms.
+    pub fn worst(&self, o: &Latency) -> Latency {
+        Latency {
+            p50: self.p50.max(o.p50),
+            p95: self.p95.max(o.p95),
+            p99: self.p99.max(o.p99),
+            max: self.max.max(o.max),
+        }
+    }
 }
 
 impl ProcessReport {
+    /// Adds another instance of the same process (a restarted daemon): the
+    /// counts add up; latency percentiles take the larger of the two (an
+    /// upper bound: the histograms are not kept); the load window is the
+    /// longer one, so `rows_per_s` is recomputed over it.
+    pub fn merge(&mut self, o: &ProcessReport) {
+        self.ops += o.ops;
+        self.ok += o.ok;
+        self.retried += o.retried;
+        self.gave_up += o.gave_up;
+        for (k, v) in &o.failed {
+            *self.failed.entry(k.clone()).or_default() += v;
+        }
+        self.rows_committed += o.rows_committed;
+        self.rows_in_load += o.rows_in_load;
+        // The lock wait, in seconds, over the longer window.
+        let longest = self.load_s.max(o.load_s);
+        self.lock_wait_share = match (self.lock_wait_share, o.lock_wait_share) {
+            (Some(a), Some(b)) if longest > 0.0 => {
+                Some(((a * self.load_s + b * o.load_s) / longest).min(1.0))
+            }
+            (a, b) => a.or(b),
+        };
+        self.load_s = longest;
+        self.rows_per_s = if self.load_s > 0.0 {
+            self.rows_in_load as f64 / self.load_s
+        } else {
+            0.0
+        };
+        self.latency_ms = self.latency_ms.worst(&o.latency_ms);
+        for (k, v) in &o.by_op {
+            self.by_op.entry(k.clone()).or_default().merge(v);
+        }
+        self.duration_s += o.duration_s;
+        self.lock_wait_total_s += o.lock_wait_total_s;
+        self.rolled_back += o.rolled_back;
+        self.aborted += o.aborted;
+        self.stalls.extend(o.stalls.iter().cloned());
+        self.stalls.truncate(STALLS_LISTED);
+        self.stalls_total += o.stalls_total;
+        self.drain_s = self.drain_s.max(o.drain_s);
+        self.rollbacks_not_undone += o.rollbacks_not_undone;
+        self.in_flight_at_death += o.in_flight_at_death;
+    }
+
+    /// For the last stats of an instance that was killed: the operations it
+    /// had started and not ended are counted as in flight at its death.
+    pub fn mark_killed(&mut self) {
+        self.in_flight_at_death = self
+            .ops
+            .saturating_sub(self.ok + self.gave_up + self.rolled_back);
+        for o in self.by_op.values_mut() {
+            o.in_flight_at_death = o.ops.saturating_sub(o.ok + o.gave_up + o.rolled_back);
+        }
+    }
+
     pub fn failed_total(&self) -> u64 {
         self.failed.values().sum()
     }
@@ -800,14 +914,19 @@ impl ProcessReport {
     /// Checks the counting identities; returns what does not hold.
     pub fn identity_violations(&self) -> Vec<String> {
         let mut v = Vec::new();
-        if self.ops != self.ok + self.gave_up + self.rolled_back {
+        if self.ops != self.ok + self.gave_up + self.rolled_back + self.in_flight_at_death {
             v.push(format!(
-                "{}: ops {} != ok {} + gave_up {} + rolled_back {}",
-                self.name, self.ops, self.ok, self.gave_up, self.rolled_back
+                "{}: ops {} != ok {} + gave_up {} + rolled_back {} + in flight at a death {}",
+                self.name,
+                self.ops,
+                self.ok,
+                self.gave_up,
+                self.rolled_back,
+                self.in_flight_at_death
             ));
         }
         for (name, o) in &self.by_op {
-            if o.ops != o.ok + o.gave_up + o.rolled_back {
+            if o.ops != o.ok + o.gave_up + o.rolled_back + o.in_flight_at_death {
                 v.push(format!(
                     "{}: {name}: ops {} != ok {} + gave_up {} + rolled_back {}",
                     self.name, o.ops, o.ok, o.gave_up, o.rolled_back

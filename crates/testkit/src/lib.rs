@@ -85,6 +85,7 @@ pub fn start(
         env: vec![("RUST_LOG".to_string(), "info".to_string())],
         env_remove: setting_variables(),
         log: dir.join(format!("{name}.log")),
+        append_log: false,
         startup_timeout: Duration::from_secs(30),
     })
 }

@@ -9,6 +9,7 @@ mod papercuts;
 mod presets;
 mod servers;
 mod startup;
+mod supervise;
 mod who;
 
 use std::path::Path;
