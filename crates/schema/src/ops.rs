@@ -267,7 +267,8 @@ impl<'a> Op<'a> {
         }
     }
 
-    /// An outer atomic block: BEGIN (or a SAVEPOINT), `body`, COMMIT. The
+    /// An outer atomic block: BEGIN (or a SAVEPOINT), `body`, COMMIT. A
+    /// failed BEGIN is tried again under `backoff` (nothing ran yet); the
     /// body's saves retry inside the open block; the COMMIT is not retried.
     /// `TxError::Abort` from the body (or an [`OpError::Aborted`]) rolls the
     /// block back and the operation is counted as rolled back.
@@ -276,15 +277,29 @@ impl<'a> Op<'a> {
         conn: &mut LabConn,
         body: impl FnOnce(&mut Op<'_>, &mut LabConn) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
-        let before = conn.total_lock_wait();
-        let started = crate::types::now_micros();
-        let block = match conn.begin_block() {
-            Ok(b) => b,
-            Err(e) => {
-                self.lock_waited(conn, before);
-                self.trace_failed(started, conn, &e, "txn");
-                self.after_failure(conn, &e, Call::Statement)?;
-                return Err(OpError::Db(e));
+        let mut before = conn.total_lock_wait();
+        let mut started = crate::types::now_micros();
+        // A failed BEGIN ran nothing, so trying it again is safe: `backoff`
+        // (a careful application) does, within its deadline; `none` and
+        // Toaster's patched save (which retries saves, not BEGIN) do not.
+        let begin_call = if self.lab.retry == RetryPolicy::Backoff {
+            Call::Save
+        } else {
+            Call::Statement
+        };
+        let block = loop {
+            match conn.begin_block() {
+                Ok(b) => break b,
+                Err(e) => {
+                    self.lock_waited(conn, before);
+                    self.trace_failed(started, conn, &e, "txn");
+                    self.after_failure(conn, &e, begin_call)?;
+                    if begin_call == Call::Statement {
+                        return Err(OpError::Db(e));
+                    }
+                    before = conn.total_lock_wait();
+                    started = crate::types::now_micros();
+                }
             }
         };
         self.lock_waited(conn, before);

@@ -292,10 +292,9 @@ fn reads_are_served_while_creates_wait_for_the_lock() {
 /// `--retry backoff` reaches the daemon's operations: a lock held past the
 /// busy timeout fails the create's first attempts with busy_timeout, the
 /// daemon retries them, and the create is answered 201 once the lock is free.
-/// (Without ATOMIC_REQUESTS: each INSERT autocommits and is retried on its
-/// own. An atomic view's failed BEGIN is not retried as a whole today.)
-#[test]
-fn backoff_retries_a_create_past_the_busy_timeout() {
+/// Without ATOMIC_REQUESTS each INSERT autocommits and is retried on its own;
+/// with it (and IMMEDIATE), the view's BEGIN IMMEDIATE is tried again.
+fn backoff_retries_a_create_past_the_busy_timeout(atomic: &str) {
     let _serial = serial();
     let web = Web::start(
         JournalMode::Wal,
@@ -303,7 +302,9 @@ fn backoff_retries_a_create_past_the_busy_timeout() {
             "--busy-timeout",
             "100ms",
             "--atomic-requests",
-            "false",
+            atomic,
+            "--txn-mode",
+            "immediate",
             "--retry",
             "backoff",
             "--retry-deadline",
@@ -329,4 +330,14 @@ fn backoff_retries_a_create_past_the_busy_timeout() {
     let stats = web.stats();
     assert!(stats["retried"].as_u64().unwrap() >= 1, "{stats}");
     assert_eq!(stats["gave_up"], 0, "{stats}");
+}
+
+#[test]
+fn backoff_retries_autocommit_inserts_past_the_busy_timeout() {
+    backoff_retries_a_create_past_the_busy_timeout("false");
+}
+
+#[test]
+fn backoff_retries_an_atomic_views_begin_past_the_busy_timeout() {
+    backoff_retries_a_create_past_the_busy_timeout("true");
 }
