@@ -133,6 +133,33 @@ async fn read_json_body(
     })
 }
 
+/// The query string of an endpoint that takes none: any parameter is a 400.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
+/// The first control character of `s` other than tab, with its position:
+/// a NUL or an escape in a name is refused (PostgreSQL refuses NUL in text,
+/// and most tools choke on them).
+pub fn control_char(s: &str) -> Option<(usize, char)> {
+    s.chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && *c != '\t')
+}
+
+fn refuse_control(value: &str, what: &str, field: &'static str) -> Result<(), ApiError> {
+    match control_char(value) {
+        Some((at, c)) => Err(ApiError::invalid(
+            format!(
+                "{what} must not contain control characters (U+{:04X} at character {at})",
+                u32::from(c)
+            ),
+            field,
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A validated create.
 #[derive(Debug, Clone)]
 struct Create {
@@ -160,6 +187,7 @@ fn validate(
     if project.trim().is_empty() {
         return Err(ApiError::invalid("project must not be empty", "project"));
     }
+    refuse_control(&project, "project", "project")?;
     if project.chars().count() > 200 {
         return Err(ApiError::invalid(
             "project must be at most 200 characters",
@@ -192,6 +220,7 @@ fn validate(
         Some(serde_json::Value::Object(map)) => {
             let mut needs = BTreeMap::new();
             for (kind, n) in map {
+                refuse_control(kind, "an environment kind in needs", "needs")?;
                 let n = n
                     .as_u64()
                     .and_then(|n| u32::try_from(n).ok())
@@ -248,6 +277,7 @@ pub async fn create(
     app: web::Data<App>,
     req: HttpRequest,
     payload: web::Payload,
+    _q: web::Query<NoQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if app.daemon.is_draining() {
         return Err(ApiError::Draining);
@@ -287,7 +317,10 @@ pub async fn create(
         }))
 }
 
+/// The query string of the list: an unknown parameter is a 400 that names
+/// the known ones (serde's "expected one of").
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     state: Option<String>,
     limit: Option<String>,
@@ -348,7 +381,11 @@ fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
 }
 
 /// `GET /api/build-requests/{id}`.
-pub async fn get(app: web::Data<App>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    app: web::Data<App>,
+    path: web::Path<String>,
+    _q: web::Query<NoQuery>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let row = blocking(&app, move |app, conn| {
         app.daemon
@@ -370,6 +407,7 @@ pub async fn get(app: web::Data<App>, path: web::Path<String>) -> Result<HttpRes
 pub async fn cancel(
     app: web::Data<App>,
     path: web::Path<String>,
+    _q: web::Query<NoQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let result = blocking(&app, move |app, conn| {
@@ -417,7 +455,10 @@ pub async fn cancel(
 }
 
 /// `GET /api/environments`.
-pub async fn environments(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
+pub async fn environments(
+    app: web::Data<App>,
+    _q: web::Query<NoQuery>,
+) -> Result<HttpResponse, ApiError> {
     let envs = blocking(&app, move |app, conn| {
         app.daemon
             .lab

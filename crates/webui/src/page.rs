@@ -34,7 +34,10 @@ struct Index {
     settings: Vec<(&'static str, String, String)>,
 }
 
-pub async fn index(app: web::Data<App>) -> Result<HttpResponse, ApiError> {
+pub async fn index(
+    app: web::Data<App>,
+    _q: web::Query<crate::api::NoQuery>,
+) -> Result<HttpResponse, ApiError> {
     let app2 = app.clone();
     let (states, environments, recent) = web::block(move || {
         let mut conn = app2

@@ -196,3 +196,58 @@ fn restart_never_leaves_a_killed_daemon_dead_and_still_reports() {
     assert_eq!(exits[0]["restarted"], false);
     assert_eq!(exits[0]["signal"], 9);
 }
+
+/// A SIGKILL of webui: the HTTP requests it was answering get no response,
+/// which the loadgen counts as `no_response`; `check` says how many rows of
+/// those requests were written (`unconfirmed`, reported, not a violation),
+/// and nothing promised by a 2xx is lost.
+#[test]
+fn a_killed_webui_leaves_no_response_requests_that_check_accounts_for() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let out2 = out.clone();
+    let killer = std::thread::spawn(move || kill_when_up("webui", &out2, Duration::from_secs(4)));
+    let o = locklab(
+        &[
+            "run",
+            "--preset",
+            "robust",
+            "--duration",
+            "10s",
+            "--clients",
+            "4",
+            "--num",
+            "20",
+            "--events-per-build",
+            "100",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    killer.join().unwrap();
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "run failed:\n{stdout}\n{stderr}");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let exits = process(&r, "webui")["exits"].as_array().unwrap();
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert_eq!(exits[0]["restarted"], true);
+    assert!(
+        r["loadgen"]["no_response"].as_u64().unwrap() > 0,
+        "requests to the dead webui got no response: {}",
+        r["loadgen"]
+    );
+    let c = &r["check"];
+    assert!(c["unconfirmed"].is_u64(), "check accounts for them: {c}");
+    for k in [
+        "lost",
+        "duplicated",
+        "partial_writes",
+        "misattributed",
+        "stuck",
+    ] {
+        assert_eq!(c[k], 0, "check.{k} in {c}");
+    }
+}

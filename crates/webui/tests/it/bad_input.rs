@@ -345,3 +345,73 @@ fn wrong_methods_get_405() {
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(a.json()["state"], "queued");
 }
+
+/// A NUL or any other control character except tab in a name is 422, and
+/// nothing is written; a tab is accepted.
+#[test]
+fn control_characters_in_names_get_422() {
+    let web = Web::start(JournalMode::Delete, &[]);
+    for (case, body) in [
+        ("NUL in project", json!({"project": "a\u{0}b", "count": 1})),
+        (
+            "escape in project",
+            json!({"project": "a\u{1b}[31m", "count": 1}),
+        ),
+        ("newline in project", json!({"project": "a\nb", "count": 1})),
+        (
+            "NUL in a needs kind",
+            json!({"project": "p", "count": 1, "needs": {"qemux86\u{0}": 1}}),
+        ),
+    ] {
+        let field = if case.contains("needs") {
+            "needs"
+        } else {
+            "project"
+        };
+        let a = post_json(&web.url(CREATE), &body).unwrap();
+        assert_json_error(&a, 422, Some(field), case);
+        assert!(
+            a.json()["error"].as_str().unwrap().contains("control"),
+            "{case}: {a:?}"
+        );
+    }
+    assert_nothing_written(&web, &["a\u{0}b", "p"]);
+    let a = post_json(
+        &web.url(CREATE),
+        &json!({"project": "tab\there", "count": 1}),
+    )
+    .unwrap();
+    assert_eq!(a.status, 201, "a tab is text: {a:?}");
+}
+
+/// Unknown query parameters are 400 and name the known ones; endpoints that
+/// take none refuse any; known parameters are still validated.
+#[test]
+fn unknown_query_parameters_get_400() {
+    let web = Web::start(JournalMode::Delete, &[]);
+    let a = get(&web.url("/api/build-requests?page=-4")).unwrap();
+    assert_json_error(&a, 400, Some("query"), "page=-4");
+    let error = a.json()["error"].as_str().unwrap().to_string();
+    for known in ["state", "limit", "after"] {
+        assert!(error.contains(known), "names {known}: {error}");
+    }
+    for path in [
+        "/api/environments?x=1",
+        "/api/build-requests/1?verbose=1",
+        "/?debug=true",
+    ] {
+        let a = get(&web.url(path)).unwrap();
+        assert_json_error(&a, 400, Some("query"), path);
+    }
+    let a = post_json(
+        &web.url("/api/build-requests?dry_run=1"),
+        &json!({"project": "q", "count": 1}),
+    )
+    .unwrap();
+    assert_json_error(&a, 400, Some("query"), "a create with a query string");
+    assert_nothing_written(&web, &["q"]);
+    let a = get(&web.url("/api/build-requests?limit=-4")).unwrap();
+    assert_json_error(&a, 422, Some("limit"), "limit=-4");
+    let a = get(&web.url("/api/build-requests?limit=5&state=queued")).unwrap();
+    assert_eq!(a.status, 200, "known parameters: {a:?}");
+}
