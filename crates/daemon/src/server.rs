@@ -15,6 +15,24 @@ use crate::Daemon;
 /// How long the operation in flight may still wait for a lock after SIGTERM.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a client may take to send a request's head (slowloris): then
+/// the server answers 408 and closes the connection.
+pub const CLIENT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Open connections per HTTP worker; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// The most bytes of request headers (names, values and separators) a
+/// daemon reads: more is 431. actix itself accepts far larger heads.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+fn header_bytes(headers: &actix_web::http::header::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
+}
+
 /// The routes every daemon serves.
 pub fn common_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
@@ -116,11 +134,41 @@ pub async fn serve(
     let data = web::Data::from(daemon.clone());
     let server = HttpServer::new(move || {
         App::new()
+            .wrap_fn(|req, srv| {
+                use actix_web::dev::Service;
+                type Answer = std::pin::Pin<
+                    Box<
+                        dyn std::future::Future<
+                            Output = Result<actix_web::dev::ServiceResponse, actix_web::Error>,
+                        >,
+                    >,
+                >;
+                let size = header_bytes(req.headers());
+                if size > MAX_HEADER_BYTES {
+                    let answer = HttpResponse::build(
+                        actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    )
+                    .json(serde_json::json!({
+                        "error": format!(
+                            "request headers of {size} bytes; at most {MAX_HEADER_BYTES}"
+                        ),
+                        "field": "headers",
+                    }));
+                    let fut: Answer = Box::pin(std::future::ready(Ok(req.into_response(answer))));
+                    fut
+                } else {
+                    let fut: Answer = Box::pin(srv.call(req));
+                    fut
+                }
+            })
             .app_data(data.clone())
             .configure(common_routes)
             .configure(routes.clone())
     })
     .workers(http_workers)
+    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+    .max_connections(MAX_CONNECTIONS)
     .disable_signals()
     .shutdown_timeout(5)
     .listen(listener)?

@@ -415,3 +415,46 @@ fn unknown_query_parameters_get_400() {
     let a = get(&web.url("/api/build-requests?limit=5&state=queued")).unwrap();
     assert_eq!(a.status, 200, "known parameters: {a:?}");
 }
+
+/// Limits: a client that sends its request head too slowly (slowloris) is
+/// answered 408 and disconnected after daemon::CLIENT_REQUEST_TIMEOUT;
+/// headers over daemon::MAX_HEADER_BYTES are 431; the daemon goes on
+/// serving.
+#[test]
+fn slow_clients_and_huge_headers_are_cut_off() {
+    use std::io::{Read, Write};
+    let web = Web::start(JournalMode::Delete, &[]);
+    let addr = web
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(b"GET /api/environments HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // ...and never the blank line that ends the head.
+    let t0 = std::time::Instant::now();
+    let mut bytes = Vec::new();
+    let _ = slow.read_to_end(&mut bytes);
+    let waited = t0.elapsed();
+    let head = String::from_utf8_lossy(&bytes);
+    assert!(
+        head.is_empty() || head.starts_with("HTTP/1.1 408"),
+        "a slow head is cut off with 408 or a close: {head:?}"
+    );
+    assert!(
+        waited < daemon::CLIENT_REQUEST_TIMEOUT * 4,
+        "the server closed the slow connection itself ({waited:?})"
+    );
+
+    let huge = format!(
+        "GET /api/environments HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let a = raw(&web.url(""), huge.as_bytes());
+    assert_json_error(&a, 431, Some("headers"), "a 64 KiB header");
+    let a = get(&web.url("/api/environments")).unwrap();
+    assert_eq!(a.status, 200, "still serving: {a:?}");
+}
