@@ -418,11 +418,15 @@ pub fn check(
 
     // The queue: waits, and requests left queued while they could run.
     {
+        // Per request: its claims (builds a scheduler made or filled) and
+        // the first claim's time.
         let mut claimed: HashMap<RequestId, i64> = HashMap::new();
+        let mut claims: HashMap<RequestId, u64> = HashMap::new();
         for b in builds.iter().filter(|b| b.claimed_by.is_some()) {
             if let Some(req) = b.request_id {
                 let at = claimed.entry(req).or_insert(b.started_at);
                 *at = (*at).min(b.started_at);
+                *claims.entry(req).or_default() += 1;
             }
         }
         let facts: Vec<crate::queue::QueuedFact> = BuildRequest::queue_facts(c)
@@ -444,12 +448,6 @@ pub fn check(
         let mut booked: HashMap<RequestId, u64> = HashMap::new();
         for b in &bookings {
             *booked.entry(b.request_id).or_default() += 1;
-        }
-        let mut claims: HashMap<RequestId, u64> = HashMap::new();
-        for b in builds.iter().filter(|b| b.claimed_by.is_some()) {
-            if let Some(req) = b.request_id {
-                *claims.entry(req).or_default() += 1;
-            }
         }
         for f in &facts {
             let n = booked.get(&f.id).copied().unwrap_or(0);

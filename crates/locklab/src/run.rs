@@ -317,31 +317,13 @@ fn spawn_daemon(
     })
 }
 
-/// Records deaths seen at the end of the run, without restarting.
-fn supervise_last(daemons: &mut [Spawned], load_start_us: i64) -> anyhow::Result<()> {
-    use std::os::unix::process::ExitStatusExt;
-    for d in daemons.iter_mut().filter(|d| !d.dead) {
-        if let Ok(Some(status)) = d.child.child.try_wait() {
-            let at_us = now_micros();
-            eprintln!("locklab: {} ended before the shutdown ({status})", d.name);
-            d.exits.push(schema::stats::ProcessExit {
-                at_us,
-                at_s: (at_us - load_start_us) as f64 / 1e6,
-                code: status.code(),
-                signal: status.signal(),
-                restarted: false,
-            });
-            d.dead = true;
-        }
-    }
-    Ok(())
-}
-
 /// What the run is doing, for a restarted daemon to join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Load,
     Drain,
+    /// The drain is over: a death is recorded, never restarted.
+    Shutdown,
 }
 
 /// Watches every daemon: one that exited or was killed is logged with how and
@@ -369,7 +351,8 @@ fn supervise(
             (Some(c), None) => format!("exited with code {c}"),
             (None, None) => "ended".to_string(),
         };
-        let restart = opts.restart == Restart::OnFailure && !status.success();
+        let restart =
+            phase != Phase::Shutdown && opts.restart == Restart::OnFailure && !status.success();
         eprintln!(
             "locklab: {} (pid {}) {how} {at_s:.1} s into the run{}",
             d.name,
@@ -786,7 +769,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
 
     // Then every daemon gets SIGTERM and writes its final stats. A death
     // seen now (before the SIGTERM) is recorded, not restarted.
-    let _ = supervise_last(&mut daemons, load_start_us);
+    supervise(&mut daemons, opts, &agent, load_start_us, Phase::Shutdown)?;
     for d in daemons.iter().filter(|d| !d.dead) {
         d.child.signal(daemon::spawn::SIGTERM);
     }

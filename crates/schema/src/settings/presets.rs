@@ -35,24 +35,58 @@ pub(crate) const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// The original demo's Django defaults: the base of the `django-*` presets
+/// and of `toaster`.
+const DJANGO: PresetKnobs = PresetKnobs {
+    journal_mode: Some(JournalMode::Delete),
+    busy_timeout: Some(secs(5)),
+    synchronous: Some(Synchronous::Full),
+    txn_mode: Some(TxnMode::Deferred),
+    atomic_requests: Some(false),
+    retry: Some(RetryPolicy::None),
+    claim: Some(ClaimStrategy::Toaster),
+    commit: Some(CommitPolicy::PerEvent),
+    wake: Some(WakeMode::Poll),
+    create_shape: Some(CreateShape::Lab),
+    ..UNSET
+};
+
+/// IMMEDIATE transactions in WAL: the base of `robust`.
+const IMMEDIATE: PresetKnobs = PresetKnobs {
+    journal_mode: Some(JournalMode::Wal),
+    synchronous: Some(Synchronous::Normal),
+    txn_mode: Some(TxnMode::Immediate),
+    atomic_requests: Some(true),
+    claim: Some(ClaimStrategy::Single),
+    ..DJANGO
+};
+
+/// `robust`'s strategies on a server, read committed: the base of the
+/// server presets (the SQLite knobs stay unset).
+const SERVER: PresetKnobs = PresetKnobs {
+    busy_timeout: Some(secs(5)),
+    isolation: Some(Isolation::ReadCommitted),
+    atomic_requests: Some(true),
+    retry: Some(RetryPolicy::Backoff),
+    claim: Some(ClaimStrategy::Guarded),
+    commit: Some(CommitPolicy::Batch(500)),
+    wake: Some(WakeMode::Poll),
+    create_shape: Some(CreateShape::Lab),
+    ..UNSET
+};
+
+/// [`SERVER`] on InnoDB tables.
+const MYSQL_RC: PresetKnobs = PresetKnobs {
+    mysql_engine: Some(MysqlEngine::Innodb),
+    ..SERVER
+};
+
 /// DESIGN.md's preset table.
 pub const PRESETS: &[Preset] = &[
     Preset {
         backend: Kind::Sqlite,
         name: "django-default",
-        knobs: PresetKnobs {
-            journal_mode: Some(JournalMode::Delete),
-            busy_timeout: Some(secs(5)),
-            synchronous: Some(Synchronous::Full),
-            txn_mode: Some(TxnMode::Deferred),
-            atomic_requests: Some(false),
-            retry: Some(RetryPolicy::None),
-            claim: Some(ClaimStrategy::Toaster),
-            commit: Some(CommitPolicy::PerEvent),
-            wake: Some(WakeMode::Poll),
-            create_shape: Some(CreateShape::Lab),
-            ..UNSET
-        },
+        knobs: DJANGO,
         event_delay: None,
         asserted: "any busy_upgrade or busy_snapshot is in runbuilds' select_environment",
         expected: "runbuilds: busy_upgrade in select_environment when it meets a writer (measured: 0-10 in 15-20 s); webui: busy_timeout under heavy load",
@@ -61,17 +95,8 @@ pub const PRESETS: &[Preset] = &[
         backend: Kind::Sqlite,
         name: "django-atomic",
         knobs: PresetKnobs {
-            journal_mode: Some(JournalMode::Delete),
-            busy_timeout: Some(secs(5)),
-            synchronous: Some(Synchronous::Full),
-            txn_mode: Some(TxnMode::Deferred),
             atomic_requests: Some(true),
-            retry: Some(RetryPolicy::None),
-            claim: Some(ClaimStrategy::Toaster),
-            commit: Some(CommitPolicy::PerEvent),
-            wake: Some(WakeMode::Poll),
-            create_shape: Some(CreateShape::Lab),
-            ..UNSET
+            ..DJANGO
         },
         event_delay: None,
         asserted: "webui: busy_upgrade > 0",
@@ -81,17 +106,8 @@ pub const PRESETS: &[Preset] = &[
         backend: Kind::Sqlite,
         name: "django-timeout10",
         knobs: PresetKnobs {
-            journal_mode: Some(JournalMode::Delete),
             busy_timeout: Some(secs(10)),
-            synchronous: Some(Synchronous::Full),
-            txn_mode: Some(TxnMode::Deferred),
-            atomic_requests: Some(false),
-            retry: Some(RetryPolicy::None),
-            claim: Some(ClaimStrategy::Toaster),
-            commit: Some(CommitPolicy::PerEvent),
-            wake: Some(WakeMode::Poll),
-            create_shape: Some(CreateShape::Lab),
-            ..UNSET
+            ..DJANGO
         },
         event_delay: None,
         asserted: "(as django-default)",
@@ -102,16 +118,7 @@ pub const PRESETS: &[Preset] = &[
         name: "django-wal",
         knobs: PresetKnobs {
             journal_mode: Some(JournalMode::Wal),
-            busy_timeout: Some(secs(5)),
-            synchronous: Some(Synchronous::Full),
-            txn_mode: Some(TxnMode::Deferred),
-            atomic_requests: Some(false),
-            retry: Some(RetryPolicy::None),
-            claim: Some(ClaimStrategy::Toaster),
-            commit: Some(CommitPolicy::PerEvent),
-            wake: Some(WakeMode::Poll),
-            create_shape: Some(CreateShape::Lab),
-            ..UNSET
+            ..DJANGO
         },
         event_delay: None,
         asserted: "any busy_upgrade or busy_snapshot is in runbuilds' select_environment",
@@ -123,15 +130,8 @@ pub const PRESETS: &[Preset] = &[
         knobs: PresetKnobs {
             journal_mode: Some(JournalMode::Wal),
             busy_timeout: Some(secs(10)),
-            synchronous: Some(Synchronous::Full),
-            txn_mode: Some(TxnMode::Deferred),
             atomic_requests: Some(true),
-            retry: Some(RetryPolicy::None),
-            claim: Some(ClaimStrategy::Toaster),
-            commit: Some(CommitPolicy::PerEvent),
-            wake: Some(WakeMode::Poll),
-            create_shape: Some(CreateShape::Lab),
-            ..UNSET
+            ..DJANGO
         },
         event_delay: None,
         asserted: "webui: busy_upgrade + busy_snapshot > 0",
@@ -141,17 +141,12 @@ pub const PRESETS: &[Preset] = &[
         backend: Kind::Sqlite,
         name: "toaster",
         knobs: PresetKnobs {
-            journal_mode: Some(JournalMode::Delete),
             busy_timeout: Some(secs(20)),
-            synchronous: Some(Synchronous::Full),
-            txn_mode: Some(TxnMode::Deferred),
-            atomic_requests: Some(false),
             retry: Some(RetryPolicy::Toaster),
-            claim: Some(ClaimStrategy::Toaster),
             commit: Some(CommitPolicy::Every3Tasks),
             wake: Some(WakeMode::Notify),
             create_shape: Some(CreateShape::Toaster),
-            ..UNSET
+            ..DJANGO
         },
         event_delay: Some(Duration::from_millis(4)),
         asserted: "upgrades only in select_environment and save_task; a save gives up only when abandoned at shutdown",
@@ -160,19 +155,7 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         backend: Kind::Sqlite,
         name: "immediate",
-        knobs: PresetKnobs {
-            journal_mode: Some(JournalMode::Wal),
-            busy_timeout: Some(secs(5)),
-            synchronous: Some(Synchronous::Normal),
-            txn_mode: Some(TxnMode::Immediate),
-            atomic_requests: Some(true),
-            retry: Some(RetryPolicy::None),
-            claim: Some(ClaimStrategy::Single),
-            commit: Some(CommitPolicy::PerEvent),
-            wake: Some(WakeMode::Poll),
-            create_shape: Some(CreateShape::Lab),
-            ..UNSET
-        },
+        knobs: IMMEDIATE,
         event_delay: None,
         asserted: "busy_upgrade = busy_snapshot = 0 everywhere",
         expected: "",
@@ -181,17 +164,10 @@ pub const PRESETS: &[Preset] = &[
         backend: Kind::Sqlite,
         name: "robust",
         knobs: PresetKnobs {
-            journal_mode: Some(JournalMode::Wal),
-            busy_timeout: Some(secs(5)),
-            synchronous: Some(Synchronous::Normal),
-            txn_mode: Some(TxnMode::Immediate),
-            atomic_requests: Some(true),
             retry: Some(RetryPolicy::Backoff),
             claim: Some(ClaimStrategy::Guarded),
             commit: Some(CommitPolicy::Batch(500)),
-            wake: Some(WakeMode::Poll),
-            create_shape: Some(CreateShape::Lab),
-            ..UNSET
+            ..IMMEDIATE
         },
         event_delay: None,
         asserted: "busy_upgrade = busy_snapshot = 0; gave_up = 0; every check count 0",
@@ -200,17 +176,7 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         backend: Kind::Postgres,
         name: "postgres",
-        knobs: PresetKnobs {
-            busy_timeout: Some(secs(5)),
-            isolation: Some(Isolation::ReadCommitted),
-            atomic_requests: Some(true),
-            retry: Some(RetryPolicy::Backoff),
-            claim: Some(ClaimStrategy::Guarded),
-            commit: Some(CommitPolicy::Batch(500)),
-            wake: Some(WakeMode::Poll),
-            create_shape: Some(CreateShape::Lab),
-            ..UNSET
-        },
+        knobs: SERVER,
         event_delay: None,
         asserted: "gave_up = 0; every check count 0 (PostgreSQL, read committed)",
         expected: "robust's strategies on PostgreSQL: row locks instead of one file lock; lock waits show as latency, not failures",
@@ -219,15 +185,9 @@ pub const PRESETS: &[Preset] = &[
         backend: Kind::Postgres,
         name: "postgres-rr",
         knobs: PresetKnobs {
-            busy_timeout: Some(secs(5)),
             isolation: Some(Isolation::RepeatableRead),
-            atomic_requests: Some(true),
-            retry: Some(RetryPolicy::Backoff),
             claim: Some(ClaimStrategy::Single),
-            commit: Some(CommitPolicy::Batch(500)),
-            wake: Some(WakeMode::Poll),
-            create_shape: Some(CreateShape::Lab),
-            ..UNSET
+            ..SERVER
         },
         event_delay: None,
         asserted: "with --runbuilds 2: serialization failures (40001) in runbuilds' claim, all retried: gave_up = 0, nothing lost",
@@ -236,18 +196,7 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         backend: Kind::Mysql,
         name: "mysql-innodb-rc",
-        knobs: PresetKnobs {
-            busy_timeout: Some(secs(5)),
-            isolation: Some(Isolation::ReadCommitted),
-            mysql_engine: Some(MysqlEngine::Innodb),
-            atomic_requests: Some(true),
-            retry: Some(RetryPolicy::Backoff),
-            claim: Some(ClaimStrategy::Guarded),
-            commit: Some(CommitPolicy::Batch(500)),
-            wake: Some(WakeMode::Poll),
-            create_shape: Some(CreateShape::Lab),
-            ..UNSET
-        },
+        knobs: MYSQL_RC,
         event_delay: None,
         asserted: "gave_up = 0; every check count 0; queued_while_free 0 on a light load (MariaDB, InnoDB, read committed)",
         expected: "Django's MySQL default since 2.0: each poll sees what others committed",
@@ -256,17 +205,9 @@ pub const PRESETS: &[Preset] = &[
         backend: Kind::Mysql,
         name: "mysql-innodb-rr-poll",
         knobs: PresetKnobs {
-            busy_timeout: Some(secs(5)),
             isolation: Some(Isolation::RepeatableRead),
-            mysql_engine: Some(MysqlEngine::Innodb),
-            atomic_requests: Some(true),
-            retry: Some(RetryPolicy::Backoff),
-            claim: Some(ClaimStrategy::Guarded),
             poll_txn: Some(true),
-            commit: Some(CommitPolicy::Batch(500)),
-            wake: Some(WakeMode::Poll),
-            create_shape: Some(CreateShape::Lab),
-            ..UNSET
+            ..MYSQL_RC
         },
         event_delay: None,
         asserted: "on a light load: queued_while_free > 0 and a queue wait far above mysql-innodb-rc's",
@@ -276,16 +217,9 @@ pub const PRESETS: &[Preset] = &[
         backend: Kind::Mysql,
         name: "mysql-myisam",
         knobs: PresetKnobs {
-            busy_timeout: Some(secs(5)),
-            isolation: Some(Isolation::ReadCommitted),
             mysql_engine: Some(MysqlEngine::Myisam),
-            atomic_requests: Some(true),
-            retry: Some(RetryPolicy::Backoff),
             claim: Some(ClaimStrategy::Incremental),
-            commit: Some(CommitPolicy::Batch(500)),
-            wake: Some(WakeMode::Poll),
-            create_shape: Some(CreateShape::Lab),
-            ..UNSET
+            ..MYSQL_RC
         },
         event_delay: None,
         asserted: "with --needs-mix: check counts leaked bookings (> 0); the same load with --mysql-engine innodb leaks none",

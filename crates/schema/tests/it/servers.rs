@@ -16,14 +16,8 @@ use schema::{LockClass, TxError};
 /// A fresh, migrated database on the server of `kind`, named after the test.
 pub fn server_db(kind: Kind, test: &str) -> DbTarget {
     let (var, default) = match kind {
-        Kind::Postgres => (
-            "LAB_POSTGRES_URL",
-            "postgres://locklab:locklab@127.0.0.1:5432/locklab",
-        ),
-        _ => (
-            "LAB_MYSQL_URL",
-            "mysql://locklab:locklab@127.0.0.1:3306/locklab",
-        ),
+        Kind::Postgres => ("LAB_POSTGRES_URL", schema::settings::LOCAL_POSTGRES_URL),
+        _ => ("LAB_MYSQL_URL", schema::settings::LOCAL_MYSQL_URL),
     };
     let url = std::env::var(var).unwrap_or_else(|_| default.to_string());
     let DbTarget::Server(server) = DbTarget::parse(&url).unwrap() else {
