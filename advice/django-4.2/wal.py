@@ -5,9 +5,13 @@
 # What it changes:
 # - journal_mode=WAL is stored in the database file: once one connection has
 #   switched it, it stays. Readers no longer block a writer's COMMIT, and a
-#   writer no longer blocks readers. (Switching needs a moment with no other
-#   connection in a transaction; if you prefer, switch once at deploy time with
-#   `python manage.py dbshell` and `PRAGMA journal_mode=WAL;`.)
+#   writer no longer blocks readers.
+# - Deploy it with `python manage.py migrate` before the other processes start:
+#   that first connection switches the file, and on every later connection the
+#   pragma is a no-op. The switch cannot wait for a writer: if another process
+#   is writing to the file in rollback mode at that moment, the connection
+#   fails at once with "database is locked", whatever the timeout (and waits
+#   the whole timeout behind a reader).
 # - synchronous=NORMAL is per connection: a WAL commit no longer waits for an
 #   fsync; the WAL is synced at checkpoints.
 #

@@ -13,6 +13,12 @@
 #   runs each statement, so both pragmas below are applied. journal_mode=WAL is
 #   stored in the file (readers no longer block the writer, nor it them);
 #   synchronous=NORMAL is per connection and is the cost below.
+# - Deploy it with `python manage.py migrate` before the other processes start:
+#   that first connection switches the file to WAL, and on every later
+#   connection the pragma is a no-op. The switch cannot wait for a writer: if
+#   another process is writing to the file in rollback mode at that moment,
+#   the connection fails at once with "database is locked", whatever the
+#   timeout (and waits the whole timeout behind a reader).
 #
 # What it costs:
 # - IMMEDIATE serialises every atomic() block, read-only ones included: an

@@ -14,7 +14,17 @@ scheduler, writer) started together for a fixed number of iterations:
                       the settings block (5.1+), or the backend subclass and
                       the connection_created handler (4.2); Toaster's claim
   after               both. The file starts in rollback mode in the last two
-                      runs: the snippet must switch it to WAL itself.
+                      runs: the snippet must switch it to WAL itself, which it
+                      does in the deploy step (`migrate` with the pasted
+                      settings) before the three processes start.
+
+Why a deploy step: the first connection under the snippet switches the file to
+WAL, and that switch cannot wait for a writer. While another process holds the
+write lock of a rollback-journal file, `PRAGMA journal_mode=WAL` fails at once
+with "database is locked" whatever the timeout (measured: 0.0 s with a 5 s
+timeout; 5 s, the whole timeout, against a reader). A CI run of this matrix hit
+it when the three processes connected together (Django 5.2, init_command). The
+advice says so and tells users to deploy with `migrate` first.
 
 Exit status 0 only if every check holds (see CHECKS below).
 """
@@ -103,6 +113,14 @@ def run_config(name, mode, claim, journal, advice, work, major_minor):
     env["ADVICE_CLAIM"] = claim
     if mode == "before":
         env.pop("ADVICE_IMPORT", None)
+    else:
+        # The deploy step the advice prescribes: one connection with the pasted
+        # settings, alone, switches the file before the processes start.
+        subprocess.run(
+            [sys.executable, "-c", "import django; django.setup(); "
+             "from django.core.management import call_command; call_command('migrate', verbosity=0)"],
+            env=env, check=True, cwd=app_dir,
+        )
     start_at = time.time() + 2.0
     procs = {}
     for role in ROLES:
