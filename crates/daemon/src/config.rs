@@ -278,6 +278,19 @@ impl Daemon {
     pub fn start(settings: Settings, pool_size: u32) -> anyhow::Result<Daemon> {
         let name = settings.name.value.clone();
         let target = &settings.database.value;
+        // A write past RLIMIT_FSIZE (a file size limit, as a full disk would
+        // be) then fails with EFBIG, which SQLite returns as an I/O error,
+        // instead of SIGXFSZ killing the process.
+        // SAFETY: setting a signal's disposition to SIG_IGN has no handler to
+        // run and no memory to share.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
+        // Writable first: SQLite opens a file it may not write read-only, and
+        // then fails later with a less clear error.
+        if let Some(file) = target.sqlite_path().filter(|f| f.exists()) {
+            check_writable(file)?;
+        }
         startup_check(target).map_err(|e| anyhow::anyhow!("{e}"))?;
         // The process's retry policy (LAB_RETRY, LAB_RETRY_DEADLINE): every
         // operation of this daemon retries as it says.
@@ -482,6 +495,35 @@ pub fn settings_from(
     defaults: Defaults,
 ) -> anyhow::Result<Settings> {
     Settings::resolve(&flags_from_matches(matches, extra), &process_env, defaults)
+}
+
+/// Every daemon writes, and SQLite creates its journal (`-journal`, or `-wal`
+/// and `-shm`) beside the file: a file or directory this user cannot write is
+/// refused here, in one line, rather than as a 503 at the first write.
+fn check_writable(file: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    for (what, path) in [("the file", file), ("its directory", dir)] {
+        let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+            continue;
+        };
+        // SAFETY: a NUL-terminated path; access(2) only reads it.
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+            let err = std::io::Error::last_os_error();
+            // SAFETY: getuid has no preconditions.
+            let uid = unsafe { libc::getuid() };
+            anyhow::bail!(
+                "{}: {what} {} is not writable by uid {uid} ({err}); every daemon writes, and SQLite \
+                 creates its journal (-journal, or -wal and -shm) in the directory: fix the permissions",
+                file.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Logging: `RUST_LOG` (default info); a timestamp, the level, then the

@@ -278,7 +278,17 @@ pub async fn serve(
 
 /// The exit of a daemon that could not start: its one line, and code 2.
 pub fn cannot_start(name: &str, e: &anyhow::Error) -> std::process::ExitCode {
-    eprintln!("{name}: cannot start: {e:#}");
+    let text = format!("{e:#}");
+    let hint = if text.contains("readonly database") {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        format!(
+            "; check that uid {uid} can write the file and its directory (WAL creates -wal and -shm beside it)"
+        )
+    } else {
+        String::new()
+    };
+    eprintln!("{name}: cannot start: {text}{hint}");
     std::process::ExitCode::from(2)
 }
 

@@ -109,6 +109,9 @@ pub struct Report {
     /// requests).
     #[serde(default)]
     pub queue_wait_ms: Option<crate::queue::QueueWait>,
+    /// The faults `locklab soak` injected (added field; absent from a run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<crate::faults::FaultReport>,
 }
 
 /// The window of each figure, for `Report::windows`.

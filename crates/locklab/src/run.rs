@@ -84,6 +84,8 @@ pub struct RunOptions {
     pub who: Option<who::ProbeMode>,
     /// What to do when a daemon dies during the run (`--restart`).
     pub restart: Restart,
+    /// Faults to inject during the load (`locklab soak`).
+    pub faults: Option<crate::faults::FaultPlan>,
 }
 
 /// Where the daemon binaries are: next to this executable.
@@ -665,12 +667,29 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         None
     };
     let mut last_plain = Instant::now();
+    let mut injector = opts.faults.clone().map(|plan| {
+        crate::faults::Injector::new(plan, target.sqlite_path().map(Path::to_path_buf))
+    });
     while load.started.elapsed() < opts.duration && !interrupted.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(500));
         if let Err(e) = supervise(&mut daemons, opts, &agent, load_start_us, Phase::Load) {
             load.state.stop.store(true, Ordering::SeqCst);
+            if let Some(i) = injector.take() {
+                i.finish(load.started.elapsed());
+            }
             let _ = load.finish();
             return Err(e);
+        }
+        if let Some(i) = injector.as_mut() {
+            let live: Vec<crate::faults::Target> = daemons
+                .iter()
+                .filter(|d| !d.dead)
+                .map(|d| crate::faults::Target {
+                    name: d.name.clone(),
+                    pid: d.child.pid(),
+                })
+                .collect();
+            i.tick(load.started.elapsed(), &live);
         }
         if let Some(bar) = &bar {
             bar.set_position(load.started.elapsed().as_secs());
@@ -688,6 +707,8 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         load.state.stop.store(true, Ordering::SeqCst);
         eprintln!("locklab: interrupted: stopping the load, then draining");
     }
+    // The faults end with the load: space comes back, the holder lets go.
+    let faults = injector.map(|i| i.finish(load.started.elapsed()));
     // 1. the loadgen stops sending and waits for its in-flight replies
     let (loadgen, load_elapsed) = load.finish()?;
     let load_end_us = now_micros();
@@ -856,6 +877,11 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         .flat_map(|d| d.trace_files.iter().cloned())
         .filter(|p| p.exists())
         .collect();
+    // Each instance's trace with its PID, for the witness.
+    let instance_traces: Vec<(i32, PathBuf)> = daemons
+        .iter()
+        .flat_map(|d| d.pids.iter().copied().zip(d.trace_files.iter().cloned()))
+        .collect();
     let daemon_pids: HashMap<i32, String> = daemons
         .iter()
         .flat_map(|d| d.pids.iter().map(|pid| (*pid, d.name.clone())))
@@ -895,13 +921,20 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         windows: report::figure_windows(),
         holders: Vec::new(),
         witness: None,
+        faults,
     };
     report.identity_violations = report.check_identities();
     for v in &report.identity_violations {
         eprintln!("locklab: counting identity violated: {v}");
     }
     report.verdict = report::verdict(&report);
-    attach_witness(&mut report, who_report, &daemon_pids, &traces, &opts.out)?;
+    attach_witness(
+        &mut report,
+        who_report,
+        &daemon_pids,
+        &instance_traces,
+        &opts.out,
+    )?;
     write_outputs(&opts.out, &report, &traces, &checked)?;
     Ok(report)
 }
@@ -1030,7 +1063,7 @@ fn attach_witness(
     report: &mut Report,
     who: Option<who::WhoReport>,
     daemons: &HashMap<i32, String>,
-    traces: &[PathBuf],
+    traces: &[(i32, PathBuf)],
     out: &Path,
 ) -> anyhow::Result<()> {
     let Some(mut who) = who else {

@@ -250,6 +250,38 @@ impl DbError {
     pub fn waited_ms(&self) -> f64 {
         self.waited.as_secs_f64() * 1000.0
     }
+
+    /// SQLite's primary result code (the low byte of the extended one).
+    fn primary_code(&self) -> i32 {
+        if self.server_code.is_some() {
+            0
+        } else {
+            self.extended_code & 0xff
+        }
+    }
+
+    /// SQLITE_FULL or SQLITE_IOERR: the disk failed, not a lock. The write
+    /// was rolled back and may succeed once space or the device comes back,
+    /// so a bounded retry (`backoff`) tries it again; the other policies do
+    /// not (Toaster matches "database is locked" only).
+    pub fn is_disk(&self) -> bool {
+        const SQLITE_IOERR: i32 = 10;
+        const SQLITE_FULL: i32 = 13;
+        matches!(self.primary_code(), SQLITE_IOERR | SQLITE_FULL)
+    }
+
+    /// What an `other` error means, for its log line, from SQLite's code.
+    pub fn hint(&self) -> Option<&'static str> {
+        Some(match self.primary_code() {
+            8 => "the database is read-only for this process: check that its user can write the file and its directory (WAL creates -wal and -shm beside it)",
+            10 => "an I/O error from the disk (with RLIMIT_FSIZE, a write past the file size limit)",
+            11 => "the database file is corrupt: run PRAGMA integrity_check, and restore it from a backup",
+            13 => "the disk is full: free space; the write was rolled back",
+            14 => "the database file cannot be opened",
+            26 => "the file is not an SQLite database",
+            _ => return None,
+        })
+    }
 }
 
 /// How an operation finally failed: the database refused (after the retry policy

@@ -269,77 +269,87 @@ impl<'a> Op<'a> {
 
     /// An outer atomic block: BEGIN (or a SAVEPOINT), `body`, COMMIT. A
     /// failed BEGIN is tried again under `backoff` (nothing ran yet); the
-    /// body's saves retry inside the open block; the COMMIT is not retried.
+    /// body's saves retry inside the open block. A failed COMMIT rolls the
+    /// whole block back: under `backoff` (a careful application) the
+    /// outermost block then runs again from BEGIN, within the deadline; the
+    /// other policies do not retry it (Django's atomic() does not).
     /// `TxError::Abort` from the body (or an [`OpError::Aborted`]) rolls the
     /// block back and the operation is counted as rolled back.
     pub fn block<T>(
         &mut self,
         conn: &mut LabConn,
-        body: impl FnOnce(&mut Op<'_>, &mut LabConn) -> Result<T, OpError>,
+        mut body: impl FnMut(&mut Op<'_>, &mut LabConn) -> Result<T, OpError>,
     ) -> Result<T, OpError> {
-        let mut before = conn.total_lock_wait();
-        let mut started = crate::types::now_micros();
-        // A failed BEGIN ran nothing, so trying it again is safe: `backoff`
-        // (a careful application) does, within its deadline; `none` and
-        // Toaster's patched save (which retries saves, not BEGIN) do not.
-        let begin_call = if self.lab.retry == RetryPolicy::Backoff {
+        // A failed BEGIN ran nothing, and a failed COMMIT rolled everything
+        // back, so trying the block again is safe: `backoff` does; `none`
+        // and Toaster's patched save (which retries saves, not blocks) do not.
+        let retry_call = if self.lab.retry == RetryPolicy::Backoff {
             Call::Save
         } else {
             Call::Statement
         };
-        let block = loop {
-            match conn.begin_block() {
-                Ok(b) => break b,
-                Err(e) => {
-                    self.lock_waited(conn, before);
-                    self.trace_failed(started, conn, &e, "txn");
-                    self.after_failure(conn, &e, begin_call)?;
-                    if begin_call == Call::Statement {
+        loop {
+            let mut before = conn.total_lock_wait();
+            let mut started = crate::types::now_micros();
+            let block = loop {
+                match conn.begin_block() {
+                    Ok(b) => break b,
+                    Err(e) => {
+                        self.lock_waited(conn, before);
+                        self.trace_failed(started, conn, &e, "txn");
+                        self.after_failure(conn, &e, retry_call)?;
+                        if retry_call == Call::Statement {
+                            return Err(OpError::Db(e));
+                        }
+                        before = conn.total_lock_wait();
+                        started = crate::types::now_micros();
+                    }
+                }
+            };
+            self.lock_waited(conn, before);
+            let nested = block.is_nested();
+            let result = body(self, conn);
+            let before = conn.total_lock_wait();
+            let ended = self.end(conn, block, result.is_ok());
+            self.lock_waited(conn, before);
+            let kind = if nested { "savepoint" } else { "txn" };
+            match (result, ended) {
+                (Ok(v), Ok((committed, times))) => {
+                    self.committed(&committed);
+                    self.trace_ok(&AttemptTimes { started, ..times }, kind);
+                    return Ok(v);
+                }
+                (Ok(_), Err((e, times))) => {
+                    self.lab.trace(
+                        self.name,
+                        Attempt::failed(
+                            kind,
+                            &AttemptTimes { started, ..times },
+                            &e,
+                            self.attempt + 1,
+                        ),
+                    );
+                    // Only the outermost block starts over: a savepoint's
+                    // enclosing transaction may be gone with it.
+                    let call = if nested { Call::Statement } else { retry_call };
+                    self.after_failure(conn, &e, call)?;
+                    if call == Call::Statement {
                         return Err(OpError::Db(e));
                     }
-                    before = conn.total_lock_wait();
-                    started = crate::types::now_micros();
                 }
-            }
-        };
-        self.lock_waited(conn, before);
-        let nested = block.is_nested();
-        let result = body(self, conn);
-        let before = conn.total_lock_wait();
-        let ended = self.end(conn, block, result.is_ok());
-        self.lock_waited(conn, before);
-        let kind = if nested { "savepoint" } else { "txn" };
-        match (result, ended) {
-            (Ok(v), Ok((committed, times))) => {
-                self.committed(&committed);
-                self.trace_ok(&AttemptTimes { started, ..times }, kind);
-                Ok(v)
-            }
-            (Ok(_), Err((e, times))) => {
-                self.lab.trace(
-                    self.name,
-                    Attempt::failed(
-                        kind,
-                        &AttemptTimes { started, ..times },
-                        &e,
-                        self.attempt + 1,
-                    ),
-                );
-                self.after_failure(conn, &e, Call::Statement)?;
-                Err(OpError::Db(e))
-            }
-            (Err(e), _) => {
-                if let Some(trace) = &self.lab.trace {
-                    let times = AttemptTimes {
-                        started,
-                        ended: crate::types::now_micros(),
-                        txn: conn.txn_id(),
-                        nested,
-                        acquired: None,
-                    };
-                    trace.record(self.name, Attempt::rolled_back(kind, &times));
+                (Err(e), _) => {
+                    if let Some(trace) = &self.lab.trace {
+                        let times = AttemptTimes {
+                            started,
+                            ended: crate::types::now_micros(),
+                            txn: conn.txn_id(),
+                            nested,
+                            acquired: None,
+                        };
+                        trace.record(self.name, Attempt::rolled_back(kind, &times));
+                    }
+                    return Err(e);
                 }
-                Err(e)
             }
         }
     }
@@ -526,6 +536,7 @@ impl<'a> Op<'a> {
                     attempt: self.attempt,
                     spent: self.started.elapsed(),
                     call,
+                    disk: e.is_disk(),
                 },
             )
         };
@@ -540,8 +551,17 @@ impl<'a> Op<'a> {
         } else {
             String::new()
         };
+        // An error that is not a lock says what SQLite said, and what it means.
+        let said = if e.class == crate::error::LockClass::Other {
+            match e.hint() {
+                Some(h) => format!(" ({}: {h})", e.message),
+                None => format!(" ({})", e.message),
+            }
+        } else {
+            String::new()
+        };
         log::warn!(
-            "{}: {} failed class={} waited_ms={:.1} op={} attempt={}{} {}: {}",
+            "{}: {} failed class={} waited_ms={:.1} op={} attempt={}{} {}{}: {}",
             self.lab.process,
             match e.phase {
                 crate::error::Phase::Begin => "begin",
@@ -558,6 +578,7 @@ impl<'a> Op<'a> {
                 Some(c) => format!("server_code={c}"),
                 None => format!("code={}", e.extended_code),
             },
+            said,
             what
         );
         match pause {

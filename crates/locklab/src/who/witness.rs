@@ -89,22 +89,27 @@ pub struct Witness {
     pub warnings: Vec<String>,
 }
 
-/// Each trace process's write-lock time and count within `window`
-/// (wall-clock µs): acquired..end of every attempt that obtained the lock
-/// (committed, rolled back or failed), clipped to the window.
+/// Each daemon instance's write-lock time and count within `window`
+/// (wall-clock µs), by PID (a restarted daemon has one trace per instance):
+/// acquired..end of every attempt that obtained the lock (committed, rolled
+/// back or failed), clipped to the window.
 pub fn trace_totals(
-    traces: &[PathBuf],
+    traces: &[(i32, PathBuf)],
     window: (i64, i64),
-) -> anyhow::Result<BTreeMap<String, (f64, u64)>> {
-    let mut totals: BTreeMap<String, (f64, u64)> = BTreeMap::new();
-    for t in traces {
+) -> anyhow::Result<BTreeMap<i32, (f64, u64)>> {
+    let mut totals: BTreeMap<i32, (f64, u64)> = BTreeMap::new();
+    for (pid, t) in traces {
+        if !t.exists() {
+            // An instance killed before its first trace write.
+            continue;
+        }
         let events = read_trace(t).with_context(|| format!("reading the trace {}", t.display()))?;
         for e in events {
             let Some(acquired) = e.acquired_us else {
                 continue;
             };
             let (a, b) = (acquired.max(window.0), e.end_us.min(window.1));
-            let slot = totals.entry(e.process.clone()).or_insert((0.0, 0));
+            let slot = totals.entry(*pid).or_insert((0.0, 0));
             if b > a {
                 slot.0 += (b - a) as f64 / 1e6;
             }
@@ -121,7 +126,7 @@ pub fn trace_totals(
 pub fn holders(
     who: &WhoReport,
     daemons: &HashMap<i32, String>,
-    traces: &BTreeMap<String, (f64, u64)>,
+    traces: &BTreeMap<i32, (f64, u64)>,
 ) -> Vec<Holder> {
     let own = i32::try_from(std::process::id()).unwrap_or(0);
     let label = |pid: i32| -> Option<String> {
@@ -181,7 +186,7 @@ pub fn holders(
         if !daemons.values().any(|d| d == process) {
             continue;
         }
-        let (trace_s, trace_n) = traces.get(process).copied().unwrap_or((0.0, 0));
+        let (trace_s, trace_n) = traces.get(&r.pid).copied().unwrap_or((0.0, 0));
         r.trace_total_s = Some(trace_s);
         r.trace_count = Some(trace_n);
         r.resolution_s = Some(2.0 * who.interval_us as f64 / 1e6 * (trace_n.max(1) as f64).sqrt());

@@ -4,6 +4,7 @@
 
 mod check;
 mod cli;
+mod faults;
 mod flow;
 mod papercuts;
 mod presets;

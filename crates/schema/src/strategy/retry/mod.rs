@@ -40,10 +40,22 @@ pub struct Failure {
     /// Time since the operation started.
     pub spent: Duration,
     pub call: Call,
+    /// SQLITE_FULL or SQLITE_IOERR ([`crate::error::DbError::is_disk`]):
+    /// only `backoff` retries it, within its deadline.
+    pub disk: bool,
 }
 
 /// How long to pause before trying again, or None to give up.
 pub fn pause(policy: RetryPolicy, deadline: Duration, f: &Failure) -> Option<Duration> {
+    if f.disk {
+        // A full disk or an I/O error rolled the write back: a bounded retry
+        // loses nothing if space comes back in time; an unbounded one (or
+        // none) is not what the other policies do.
+        return match (policy, f.call) {
+            (RetryPolicy::Backoff, Call::Save | Call::Read) => backoff::pause(f, deadline),
+            _ => None,
+        };
+    }
     if !f.class.is_transient() || f.call == Call::Statement {
         return None;
     }
