@@ -24,6 +24,9 @@ pub fn needs_mix() -> serde_json::Value {
     serde_json::json!({ "qemux86": 2, "qemuarm": 1 })
 }
 
+/// A client's pause after a request that got no response.
+const NO_RESPONSE_PAUSE: Duration = Duration::from_millis(100);
+
 /// What load to send.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -221,8 +224,16 @@ fn client_loop(spec: &LoadSpec, state: &LoadState, client: u32, token: u32, dead
                 let _ = w.write_all(b"\n");
             }
         }
-        if !spec.sleep.is_zero() {
-            let until = (Instant::now() + spec.sleep).min(deadline);
+        // A client whose server is gone (connection refused while a killed
+        // webui restarts) waits a little before trying again, as a browser's
+        // user would, instead of spinning through thousands of refusals.
+        let pause = if status.is_none() {
+            spec.sleep.max(NO_RESPONSE_PAUSE)
+        } else {
+            spec.sleep
+        };
+        if !pause.is_zero() {
+            let until = (Instant::now() + pause).min(deadline);
             while Instant::now() < until && !state.stop.load(Ordering::SeqCst) {
                 std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
             }
