@@ -254,7 +254,23 @@ pub fn markdown(m: &Matrix) -> String {
     out
 }
 
-/// A grouped bar chart: per preset, one bar per process, stacked by class.
+/// A round upper bound for an axis: 1, 2 or 5 times a power of ten.
+fn nice_max(v: f64) -> f64 {
+    if v <= 0.0 {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|c| *c >= v)
+        .unwrap_or(10.0 * p)
+}
+
+/// Small multiples: one panel per process, each with its own linear scale
+/// (so one preset's thousands of failures cannot flatten every other
+/// process to nothing), a bar per preset stacked by class, the total above
+/// each bar, and labelled axes.
 pub fn chart(m: &Matrix) -> Document {
     let processes: Vec<String> = {
         let mut v: Vec<String> = Vec::new();
@@ -266,12 +282,11 @@ pub fn chart(m: &Matrix) -> Document {
         v
     };
     let total = |r: &MatrixRow| r.failed.values().map(|s| s.median).sum::<f64>();
-    let max = m.rows.iter().map(total).fold(1.0_f64, f64::max);
-    let bar_w = 22.0;
-    let group_w = bar_w * processes.len().max(1) as f64 + 30.0;
-    let (left, top, plot_h) = (60.0, 40.0, 300.0);
-    let width = left + group_w * m.presets.len().max(1) as f64 + 180.0;
-    let height = top + plot_h + 90.0;
+    let slot = 64.0;
+    let (left, top, plot_h, gap) = (78.0, 48.0, 110.0, 92.0);
+    let plot_w = slot * m.presets.len().max(1) as f64;
+    let width = left + plot_w + 190.0;
+    let height = top + (plot_h + gap) * processes.len().max(1) as f64 + 10.0;
     let mut doc = Document::new()
         .set("viewBox", (0, 0, width, height))
         .set("width", width)
@@ -285,87 +300,109 @@ pub fn chart(m: &Matrix) -> Document {
                 .set("fill", "white"),
         )
         .add(
-            Text::new("failed attempts per process per preset (median of repeats)")
+            Text::new("failed attempts per preset (median of repeats)")
                 .set("x", 10)
-                .set("y", 20)
+                .set("y", 18)
                 .set("font-size", 14),
+        )
+        .add(
+            Text::new("one panel per process, each on its own scale: compare bars within a panel")
+                .set("x", 10)
+                .set("y", 34)
+                .set("fill", "#444"),
         );
-    let shades = ["#1f77b4", "#2ca02c", "#8c564b", "#17becf", "#bcbd22"];
-    for (gi, preset) in m.presets.iter().enumerate() {
-        let gx = left + gi as f64 * group_w;
-        for (pi, process) in processes.iter().enumerate() {
-            let Some(row) = m
-                .rows
-                .iter()
-                .find(|r| &r.preset == preset && &r.process == process)
-            else {
-                continue;
-            };
-            let x = gx + pi as f64 * bar_w;
-            let mut y = top + plot_h;
-            for (class, s) in &row.failed {
-                let h = s.median / max * plot_h;
-                if h <= 0.0 {
-                    continue;
+    for (pi, process) in processes.iter().enumerate() {
+        let y0 = top + pi as f64 * (plot_h + gap);
+        let base = y0 + plot_h;
+        let rows: Vec<&MatrixRow> = m.rows.iter().filter(|r| &r.process == process).collect();
+        let max = nice_max(rows.iter().map(|r| total(r)).fold(0.0, f64::max));
+        doc = doc.add(
+            Text::new(process.clone())
+                .set("x", left)
+                .set("y", y0 - 8.0)
+                .set("font-weight", "bold"),
+        );
+        // The y axis: gridlines and labels at 0, half and the top.
+        for frac in [0.0, 0.5, 1.0] {
+            let y = base - frac * plot_h;
+            doc = doc
+                .add(
+                    svg::node::element::Line::new()
+                        .set("x1", left)
+                        .set("x2", left + plot_w)
+                        .set("y1", y)
+                        .set("y2", y)
+                        .set("stroke", if frac == 0.0 { "#333" } else { "#ddd" }),
+                )
+                .add(
+                    Text::new(format!("{:.0}", frac * max))
+                        .set("x", left - 6.0)
+                        .set("y", y + 4.0)
+                        .set("text-anchor", "end"),
+                );
+        }
+        let (lx, ly) = (16.0, y0 + plot_h / 2.0);
+        doc = doc.add(
+            Text::new("failed attempts")
+                .set("x", lx)
+                .set("y", ly)
+                .set("text-anchor", "middle")
+                .set("transform", format!("rotate(-90 {lx} {ly})")),
+        );
+        for (gi, preset) in m.presets.iter().enumerate() {
+            let x = left + gi as f64 * slot + 12.0;
+            let bar_w = slot - 24.0;
+            if let Some(row) = rows.iter().find(|r| &r.preset == preset) {
+                let mut y = base;
+                for (class, s) in &row.failed {
+                    let h = s.median / max * plot_h;
+                    if h <= 0.0 {
+                        continue;
+                    }
+                    y -= h;
+                    let color = class
+                        .parse::<LockClass>()
+                        .map(crate::timeline::class_color)
+                        .unwrap_or("#7f7f7f");
+                    doc = doc.add(
+                        Rectangle::new()
+                            .set("x", x)
+                            .set("y", y)
+                            .set("width", bar_w)
+                            .set("height", h)
+                            .set("fill", color)
+                            .add(Title::new(format!(
+                                "{preset} · {process}: {:.0} {class}",
+                                s.median
+                            ))),
+                    );
                 }
-                y -= h;
-                let color = class
-                    .parse::<LockClass>()
-                    .map(crate::timeline::class_color)
-                    .unwrap_or("#7f7f7f");
                 doc = doc.add(
-                    Rectangle::new()
-                        .set("x", x)
-                        .set("y", y)
-                        .set("width", bar_w - 4.0)
-                        .set("height", h)
-                        .set("fill", color)
-                        .add(Title::new(format!(
-                            "{preset} · {process}: {:.0} {class}",
-                            s.median
-                        ))),
+                    Text::new(format!("{:.0}", total(row)))
+                        .set("x", x + bar_w / 2.0)
+                        .set("y", y - 3.0)
+                        .set("text-anchor", "middle"),
                 );
             }
+            let (tx, ty) = (x + bar_w / 2.0, base + 14.0);
             doc = doc.add(
-                Rectangle::new()
-                    .set("x", x)
-                    .set("y", top + plot_h + 2.0)
-                    .set("width", bar_w - 4.0)
-                    .set("height", 5)
-                    .set("fill", shades[pi % shades.len()])
-                    .add(Title::new(process.clone())),
+                Text::new(preset.clone())
+                    .set("x", tx)
+                    .set("y", ty)
+                    .set("text-anchor", "start")
+                    .set("transform", format!("rotate(25 {tx} {ty})")),
             );
         }
-        doc = doc.add(
-            Text::new(preset.clone())
-                .set("x", gx)
-                .set("y", top + plot_h + 22.0)
-                .set(
-                    "transform",
-                    format!("rotate(20 {gx} {})", top + plot_h + 22.0),
-                ),
-        );
     }
-    let lx = left + group_w * m.presets.len().max(1) as f64 + 10.0;
-    for (i, process) in processes.iter().enumerate() {
-        let y = top + 15.0 * i as f64;
-        doc = doc
-            .add(
-                Rectangle::new()
-                    .set("x", lx)
-                    .set("y", y)
-                    .set("width", 10)
-                    .set("height", 5)
-                    .set("fill", shades[i % shades.len()]),
-            )
-            .add(
-                Text::new(process.clone())
-                    .set("x", lx + 14.0)
-                    .set("y", y + 6.0),
-            );
-    }
+    let lx = left + plot_w + 24.0;
+    doc = doc.add(
+        Text::new("lock class")
+            .set("x", lx)
+            .set("y", top)
+            .set("font-weight", "bold"),
+    );
     for (i, class) in SHOWN.iter().chain([LockClass::Other].iter()).enumerate() {
-        let y = top + 15.0 * (processes.len() + 1 + i) as f64;
+        let y = top + 10.0 + 15.0 * i as f64;
         doc = doc
             .add(
                 Rectangle::new()
@@ -381,12 +418,7 @@ pub fn chart(m: &Matrix) -> Document {
                     .set("y", y + 9.0),
             );
     }
-    doc.add(
-        Text::new(format!("{max:.0}"))
-            .set("x", 10)
-            .set("y", top + 4.0),
-    )
-    .add(Text::new("0").set("x", 10).set("y", top + plot_h))
+    doc
 }
 
 pub fn write(out: &Path, m: &Matrix) -> anyhow::Result<()> {
