@@ -10,10 +10,8 @@
 //! tests make one on a small tmpfs). Nothing here counts failures: the
 //! daemons count what SQLite returned.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -122,9 +120,12 @@ pub struct Target {
     pub pid: i32,
 }
 
+/// The foreign holder: `locklab hold` as a process of its own (a lock held
+/// by a thread of this process would be invisible to the witness, which
+/// samples from here: POSIX locks never conflict with their own process).
 struct RunningHold {
     at_s: f64,
-    thread: JoinHandle<anyhow::Result<crate::hold::Held>>,
+    child: std::process::Child,
 }
 
 struct Limited {
@@ -141,7 +142,6 @@ pub struct Injector {
     next_kill: Duration,
     next_hold: Duration,
     hold: Option<RunningHold>,
-    stop_hold: Arc<AtomicBool>,
     disk_done: bool,
     limited: Option<(Duration, Vec<Limited>)>,
     report: FaultReport,
@@ -160,7 +160,6 @@ impl Injector {
             plan,
             db,
             hold: None,
-            stop_hold: Arc::new(AtomicBool::new(false)),
             disk_done: false,
             limited: None,
         }
@@ -196,19 +195,15 @@ impl Injector {
                      for {} {at_s:.1} s in",
                     schema::settings::fmt_duration(self.plan.hold_for)
                 );
-                let (hold_for, stop) = (self.plan.hold_for, self.stop_hold.clone());
-                self.hold = Some(RunningHold {
-                    at_s,
-                    thread: std::thread::spawn(move || {
-                        crate::hold::hold_write_lock(
-                            &db,
-                            hold_for,
-                            Duration::from_secs(30),
-                            &stop,
-                            |_| {},
-                        )
+                match spawn_holder(&db, self.plan.hold_for) {
+                    Ok(child) => self.hold = Some(RunningHold { at_s, child }),
+                    Err(e) => self.report.holds.push(Hold {
+                        at_s,
+                        waited_s: None,
+                        held_s: None,
+                        error: Some(format!("{e:#}")),
                     }),
-                });
+                }
             }
         }
         if !self.disk_done && elapsed >= self.plan.disk_full_at {
@@ -263,7 +258,11 @@ impl Injector {
     }
 
     fn reap_hold(&mut self) {
-        if self.hold.as_ref().is_some_and(|h| h.thread.is_finished()) {
+        let done = self
+            .hold
+            .as_mut()
+            .is_some_and(|h| matches!(h.child.try_wait(), Ok(Some(_))));
+        if done {
             self.join_hold();
         }
     }
@@ -272,34 +271,38 @@ impl Injector {
         let Some(h) = self.hold.take() else {
             return;
         };
-        let record = match h.thread.join() {
-            Ok(Ok(held)) => {
+        let record = match h.child.wait_with_output() {
+            Ok(out) if out.status.success() => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+                let (waited, held) = (v["waited_s"].as_f64(), v["held_s"].as_f64());
                 eprintln!(
                     "locklab soak: the foreign holder released the lock after {:.1} s (it waited {:.1} s for it)",
-                    held.held.as_secs_f64(),
-                    held.waited.as_secs_f64()
+                    held.unwrap_or(0.0),
+                    waited.unwrap_or(0.0)
                 );
                 Hold {
                     at_s: h.at_s,
-                    waited_s: Some(held.waited.as_secs_f64()),
-                    held_s: Some(held.held.as_secs_f64()),
+                    waited_s: waited,
+                    held_s: held,
                     error: None,
                 }
             }
-            Ok(Err(e)) => {
-                eprintln!("locklab soak: the foreign holder failed: {e:#}");
+            Ok(out) => {
+                let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                eprintln!("locklab soak: the foreign holder failed: {why}");
                 Hold {
                     at_s: h.at_s,
                     waited_s: None,
                     held_s: None,
-                    error: Some(format!("{e:#}")),
+                    error: Some(why),
                 }
             }
-            Err(_) => Hold {
+            Err(e) => Hold {
                 at_s: h.at_s,
                 waited_s: None,
                 held_s: None,
-                error: Some("the holder thread panicked".to_string()),
+                error: Some(e.to_string()),
             },
         };
         self.report.holds.push(record);
@@ -309,10 +312,35 @@ impl Injector {
     /// go) and returns what was injected.
     pub fn finish(mut self, elapsed: Duration) -> FaultReport {
         self.end_disk_full(elapsed);
-        self.stop_hold.store(true, Ordering::SeqCst);
+        if let Some(h) = &self.hold {
+            // SIGINT: the holder lets go early and still reports.
+            if let Ok(pid) = i32::try_from(h.child.id()) {
+                // SAFETY: kill(2) on our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGINT);
+                }
+            }
+        }
         self.join_hold();
         self.report
     }
+}
+
+/// Starts `locklab hold` (this executable) on `db` for `hold_for`.
+fn spawn_holder(db: &Path, hold_for: Duration) -> anyhow::Result<std::process::Child> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("finding locklab's own executable")?;
+    Command::new(exe)
+        .args(["hold", "--json", "--timeout", "30s", "--for"])
+        .arg(schema::settings::fmt_duration(hold_for))
+        .arg("--database-url")
+        .arg(db)
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting locklab hold")
 }
 
 /// Sets another process's RLIMIT_FSIZE soft limit, keeping its hard limit,

@@ -108,6 +108,10 @@ pub struct HoldArgs {
     /// How long to wait for the lock before giving up (the busy timeout).
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub timeout: String,
+    /// Print the outcome as one JSON line ({"waited_s":…,"held_s":…}) instead
+    /// of a sentence.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -664,11 +668,21 @@ fn cmd_hold(a: &HoldArgs) -> anyhow::Result<ExitCode> {
             schema::settings::fmt_duration(hold_for)
         );
     })?;
-    println!(
-        "locklab hold: got the write lock after {:.3} s, held it {:.3} s, rolled back",
-        held.waited.as_secs_f64(),
-        held.held.as_secs_f64()
-    );
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "waited_s": held.waited.as_secs_f64(),
+                "held_s": held.held.as_secs_f64(),
+            })
+        );
+    } else {
+        println!(
+            "locklab hold: got the write lock after {:.3} s, held it {:.3} s, rolled back",
+            held.waited.as_secs_f64(),
+            held.held.as_secs_f64()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

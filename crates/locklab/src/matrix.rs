@@ -281,11 +281,12 @@ pub fn chart(m: &Matrix) -> Document {
         }
         v
     };
-    let total = |r: &MatrixRow| r.failed.values().map(|s| s.median).sum::<f64>();
+    // `+ 0.0`: an empty f64 sum is -0.0, which would print as "-0".
+    let total = |r: &MatrixRow| r.failed.values().map(|s| s.median).sum::<f64>() + 0.0;
     let slot = 64.0;
-    let (left, top, plot_h, gap) = (78.0, 48.0, 110.0, 92.0);
+    let (left, top, plot_h, gap) = (78.0, 70.0, 110.0, 92.0);
     let plot_w = slot * m.presets.len().max(1) as f64;
-    let width = left + plot_w + 190.0;
+    let width = (left + plot_w + 190.0).max(560.0);
     let height = top + (plot_h + gap) * processes.len().max(1) as f64 + 10.0;
     let mut doc = Document::new()
         .set("viewBox", (0, 0, width, height))
@@ -335,10 +336,14 @@ pub fn chart(m: &Matrix) -> Document {
                         .set("stroke", if frac == 0.0 { "#333" } else { "#ddd" }),
                 )
                 .add(
-                    Text::new(format!("{:.0}", frac * max))
-                        .set("x", left - 6.0)
-                        .set("y", y + 4.0)
-                        .set("text-anchor", "end"),
+                    Text::new(if (frac * max).fract() == 0.0 {
+                        format!("{:.0}", frac * max)
+                    } else {
+                        format!("{:.1}", frac * max)
+                    })
+                    .set("x", left - 6.0)
+                    .set("y", y + 4.0)
+                    .set("text-anchor", "end"),
                 );
         }
         let (lx, ly) = (16.0, y0 + plot_h / 2.0);

@@ -417,6 +417,34 @@ fn supervise(
     Ok(())
 }
 
+/// Whether `child` has exited (or exits within `within`), without reaping
+/// it: the supervisor does that, and records how it ended.
+fn wait_exit_unreaped(child: &mut std::process::Child, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        // SAFETY: waitid on our own child with WNOWAIT leaves it unreaped;
+        // the struct is zeroed and written by the kernel.
+        let exited = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let pid = child.id() as libc::id_t;
+            libc::waitid(
+                libc::P_PID,
+                pid,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            ) == 0
+                && info.si_pid() != 0
+        };
+        if exited {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn fetch_stats_json(agent: &ureq::Agent, d: &Spawned) -> Option<serde_json::Value> {
     http::get_json(agent, &http::join(&d.url, "/api/stats")).ok()
 }
@@ -719,12 +747,25 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     // 2-4. webui refuses creates, runbuilds stops claiming, buildinfohelper
     // keeps finishing
     supervise(&mut daemons, opts, &agent, load_start_us, Phase::Drain)?;
-    for d in daemons.iter().filter(|d| !d.dead) {
-        http::post_empty(&agent, &http::join(&d.url, "/drain"))
-            .with_context(|| format!("draining {}", d.name))?;
-        if d.name.starts_with("runbuilds") {
+    for i in 0..daemons.len() {
+        if daemons[i].dead {
+            continue;
+        }
+        let url = daemons[i].url.clone();
+        if let Err(e) = http::post_empty(&agent, &http::join(&url, "/drain")) {
+            // Killed just now (the OOM killer, a soak): once it has exited,
+            // the supervisor restarts it, and tells the new instance to drain.
+            let d = &mut daemons[i];
+            let exited = wait_exit_unreaped(&mut d.child.child, Duration::from_secs(5));
+            if !exited {
+                return Err(e).with_context(|| format!("draining {}", d.name));
+            }
+            supervise(&mut daemons, opts, &agent, load_start_us, Phase::Drain)?;
+            continue;
+        }
+        if daemons[i].name.starts_with("runbuilds") {
             // A scheduler waiting for a notification confirms the drain sooner.
-            let _ = http::post_empty(&agent, &http::join(&d.url, "/wake"));
+            let _ = http::post_empty(&agent, &http::join(&url, "/wake"));
         }
     }
     let drain_start = Instant::now();

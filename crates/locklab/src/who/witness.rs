@@ -412,7 +412,14 @@ pub fn timeline_lanes(who: &WhoReport) -> Vec<crate::timeline::OsLane> {
             .filter(|x| x.pid == h.pid)
             .map(|x| (x.start_us, x.end_us))
             .collect();
+        // A restarted daemon has one lane per instance: the PID tells them apart.
+        let instances = who
+            .holders
+            .iter()
+            .filter(|o| o.process.is_some() && o.process == h.process)
+            .count();
         let (label, process) = match &h.process {
+            Some(p) if instances > 1 => (format!("{p} · OS (pid {})", h.pid), Some(p.clone())),
             Some(p) => (format!("{p} · OS"), Some(p.clone())),
             None => (
                 format!(
