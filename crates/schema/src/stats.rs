@@ -841,8 +841,10 @@ impl Latency {
 impl ProcessReport {
     /// Adds another instance of the same process (a restarted daemon): the
     /// counts add up; latency percentiles take the larger of the two (an
-    /// upper bound: the histograms are not kept); the load window is the
-    /// longer one, so `rows_per_s` is recomputed over it.
+    /// upper bound: the histograms are not kept). Instances run one after
+    /// the other (each window starts when the supervisor restarts it), so
+    /// the load windows add up, and `rows_per_s` and the lock wait share are
+    /// recomputed over their sum.
     pub fn merge(&mut self, o: &ProcessReport) {
         self.ops += o.ops;
         self.ok += o.ok;
@@ -853,15 +855,15 @@ impl ProcessReport {
         }
         self.rows_committed += o.rows_committed;
         self.rows_in_load += o.rows_in_load;
-        // The lock wait, in seconds, over the longer window.
-        let longest = self.load_s.max(o.load_s);
+        // The lock wait, in seconds, over both windows.
+        let both = self.load_s + o.load_s;
         self.lock_wait_share = match (self.lock_wait_share, o.lock_wait_share) {
-            (Some(a), Some(b)) if longest > 0.0 => {
-                Some(((a * self.load_s + b * o.load_s) / longest).min(1.0))
+            (Some(a), Some(b)) if both > 0.0 => {
+                Some(((a * self.load_s + b * o.load_s) / both).min(1.0))
             }
             (a, b) => a.or(b),
         };
-        self.load_s = longest;
+        self.load_s = both;
         self.rows_per_s = if self.load_s > 0.0 {
             self.rows_in_load as f64 / self.load_s
         } else {
@@ -949,6 +951,39 @@ impl ProcessReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two instances of a restarted daemon, one after the other: counts and
+    /// windows add up, and the rates are over the whole of both windows.
+    #[test]
+    fn merged_instances_add_their_windows() {
+        let first = ProcessReport {
+            ops: 10,
+            ok: 10,
+            rows_in_load: 100,
+            load_s: 10.0,
+            lock_wait_share: Some(0.5),
+            ..ProcessReport::default()
+        };
+        let second = ProcessReport {
+            ops: 30,
+            ok: 29,
+            gave_up: 1,
+            rows_in_load: 200,
+            load_s: 20.0,
+            lock_wait_share: Some(0.2),
+            ..ProcessReport::default()
+        };
+        let mut m = first.clone();
+        m.merge(&second);
+        assert_eq!((m.ops, m.ok, m.gave_up), (40, 39, 1));
+        assert_eq!(m.load_s, 30.0);
+        assert!((m.rows_per_s - 10.0).abs() < 1e-9, "{}", m.rows_per_s);
+        let share = m.lock_wait_share.unwrap_or(0.0);
+        assert!(
+            (share - (0.5 * 10.0 + 0.2 * 20.0) / 30.0).abs() < 1e-9,
+            "{share}"
+        );
+    }
 
     #[test]
     fn counts_and_identities() {
