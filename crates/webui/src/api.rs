@@ -1,4 +1,7 @@
-//! The JSON API.
+//! The JSON API. Each handler's `#[utoipa::path]` lists every status it
+//! answers; the request and response types derive their schemas, which
+//! carry the rules the handlers enforce ([`crate::openapi`] serves the
+//! document).
 
 use std::collections::BTreeMap;
 
@@ -9,9 +12,12 @@ use rand::Rng;
 use schema::error::OpError;
 use schema::models::{BuildRequest, Environment, Needs};
 use schema::strategy::create::CreateSpec;
-use schema::types::{RequestId, RequestState};
+use schema::types::{LockState, RequestId, RequestState};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use crate::error::ErrorBody;
+use crate::openapi::{self, LockStateSchema, RequestStateSchema};
 use crate::{ApiError, App};
 
 /// The largest body a create accepts.
@@ -20,19 +26,36 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 pub const MAX_COUNT: i64 = 1000;
 /// The largest page.
 pub const MAX_LIMIT: i64 = 500;
+/// The page when the list names no limit.
+pub const DEFAULT_LIMIT: i64 = 100;
+/// The longest project name, in characters (Unicode scalar values).
+pub const MAX_PROJECT_CHARS: usize = 200;
 
 /// A build request as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = BuildRequest)]
+// For the document only (nothing reads this type back): answers carry no
+// other key, and the schema check holds them to it.
+#[serde(deny_unknown_fields)]
 pub struct RequestJson {
+    #[schema(value_type = i64, minimum = 1)]
     pub id: RequestId,
+    #[schema(minimum = 1)]
     pub project_id: i64,
+    #[schema(value_type = RequestStateSchema)]
     pub state: RequestState,
+    /// Environments the build needs, by kind.
     pub needs: BTreeMap<String, u32>,
     pub priority: i32,
+    /// The daemon that created it (its `--name`).
     pub submitted_by: String,
+    /// The X-Request-Id of the create.
     pub client_request_id: Option<String>,
+    /// Why it ended as it did (`cancelled`, a failure), if it has ended.
     pub reason: Option<String>,
+    /// Microseconds since the Unix epoch.
     pub created_at: i64,
+    /// Microseconds since the Unix epoch.
     pub updated_at: i64,
 }
 
@@ -49,6 +72,43 @@ impl From<BuildRequest> for RequestJson {
             reason: r.reason,
             created_at: r.created_at,
             updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A build environment as the API shows it (the columns of
+/// `build_environment`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Environment)]
+// For the document only, as on [`RequestJson`].
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentJson {
+    #[schema(minimum = 1)]
+    pub id: i64,
+    /// `kind-N`.
+    pub name: String,
+    pub kind: String,
+    #[schema(value_type = LockStateSchema)]
+    pub lock_state: LockState,
+    /// The request that booked it, while booked.
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub request_id: Option<RequestId>,
+    /// Microseconds since the Unix epoch: when the booking lapses.
+    pub lease_until: Option<i64>,
+    /// Microseconds since the Unix epoch.
+    pub updated_at: i64,
+}
+
+impl From<Environment> for EnvironmentJson {
+    fn from(e: Environment) -> Self {
+        EnvironmentJson {
+            id: e.id.0,
+            name: e.name,
+            kind: e.kind,
+            lock_state: e.lock_state,
+            request_id: e.request_id,
+            lease_until: e.lease_until,
+            updated_at: e.updated_at,
         }
     }
 }
@@ -134,17 +194,21 @@ async fn read_json_body(
 }
 
 /// The query string of an endpoint that takes none: any parameter is a 400.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NoQuery {}
 
-/// The first control character of `s` other than tab, with its position:
-/// a NUL or an escape in a name is refused (PostgreSQL refuses NUL in text,
+/// Whether a name may not contain `c`: a control character other than tab.
+/// A NUL or an escape in a name is refused (PostgreSQL refuses NUL in text,
 /// and most tools choke on them).
+pub fn refused_in_names(c: char) -> bool {
+    c.is_control() && c != '\t'
+}
+
+/// The first character of `s` a name may not contain, with its position.
 pub fn control_char(s: &str) -> Option<(usize, char)> {
-    s.chars()
-        .enumerate()
-        .find(|(_, c)| c.is_control() && *c != '\t')
+    s.chars().enumerate().find(|(_, c)| refused_in_names(*c))
 }
 
 fn refuse_control(value: &str, what: &str, field: &'static str) -> Result<(), ApiError> {
@@ -169,6 +233,20 @@ struct Create {
     priority: i32,
 }
 
+/// A JSON number as an integer, when it is one. JSON does not tell 28 from
+/// 28.0 (JSON Schema calls both integers, and some clients write the
+/// second), so a float without a fraction counts, within i64; 1.5 does not.
+fn json_integer(v: &serde_json::Value) -> Option<i64> {
+    if let Some(i) = v.as_i64() {
+        return Some(i);
+    }
+    // 2^63: every f64 below it (and at or above -2^63) fits in an i64.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    v.as_f64()
+        .filter(|f| f.fract() == 0.0 && (-TWO_63..TWO_63).contains(f))
+        .map(|f| f as i64)
+}
+
 fn validate(
     body: &serde_json::Value,
     capacity: &BTreeMap<String, u32>,
@@ -188,9 +266,9 @@ fn validate(
         return Err(ApiError::invalid("project must not be empty", "project"));
     }
     refuse_control(&project, "project", "project")?;
-    if project.chars().count() > 200 {
+    if project.chars().count() > MAX_PROJECT_CHARS {
         return Err(ApiError::invalid(
-            "project must be at most 200 characters",
+            format!("project must be at most {MAX_PROJECT_CHARS} characters"),
             "project",
         ));
     }
@@ -198,9 +276,9 @@ fn validate(
         None | Some(serde_json::Value::Null) => {
             return Err(ApiError::invalid("count is required", "count"))
         }
-        Some(v) => v
-            .as_i64()
-            .ok_or_else(|| ApiError::bad("count must be an integer", "count"))?,
+        Some(v) => {
+            json_integer(v).ok_or_else(|| ApiError::bad("count must be an integer", "count"))?
+        }
     };
     if !(1..=MAX_COUNT).contains(&count) {
         return Err(ApiError::invalid(
@@ -210,8 +288,7 @@ fn validate(
     }
     let priority = match obj.get("priority") {
         None | Some(serde_json::Value::Null) => 0,
-        Some(v) => v
-            .as_i64()
+        Some(v) => json_integer(v)
             .and_then(|p| i32::try_from(p).ok())
             .ok_or_else(|| ApiError::bad("priority must be an integer", "priority"))?,
     };
@@ -221,8 +298,7 @@ fn validate(
             let mut needs = BTreeMap::new();
             for (kind, n) in map {
                 refuse_control(kind, "an environment kind in needs", "needs")?;
-                let n = n
-                    .as_u64()
+                let n = json_integer(n)
                     .and_then(|n| u32::try_from(n).ok())
                     .ok_or_else(|| {
                         ApiError::bad(format!("needs.{kind} must be a whole number"), "needs")
@@ -265,14 +341,70 @@ fn validate(
     })
 }
 
-#[derive(Serialize)]
-struct Created {
+/// The body of a create. Keys not named here are ignored.
+// Only the document uses this type (so it is never built): `validate`
+// reads the JSON itself, so that each wrong input gets its own status and
+// field. `openapi::document` completes `needs` at startup with the
+// registered kinds.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct CreateRequest {
+    #[schema(schema_with = openapi::project_schema)]
+    project: String,
+    #[schema(schema_with = openapi::count_schema)]
+    count: i64,
+    /// Environments each request needs, by kind (completed at startup).
+    needs: Option<BTreeMap<String, u32>>,
+    /// Higher runs first; 0 when missing.
+    priority: Option<i32>,
+}
+
+/// The answer to a create.
+#[derive(Debug, Serialize, ToSchema)]
+// For the document only, as on [`RequestJson`].
+#[serde(deny_unknown_fields)]
+pub struct Created {
+    /// The X-Request-Id of the request, or one made here.
     request_id: String,
+    /// The new requests, in creation order.
+    #[schema(schema_with = openapi::ids_schema)]
     ids: Vec<RequestId>,
+    /// Requests queued when the view read the queue (before this create).
+    #[schema(minimum = 0)]
     queue_length: i64,
 }
 
 /// `POST /api/build-requests`: the Django-shaped create view.
+#[utoipa::path(
+    post,
+    path = "/api/build-requests",
+    tag = "build requests",
+    summary = "Create build requests",
+    description = "The shape of a Django view: gets or creates the project, reads the queue \
+length, then writes `count` queued requests (one transaction with ATOMIC_REQUESTS, \
+autocommit without: a 503 may leave a partial write). The body is read up to 256 KiB \
+before it is parsed; keys not named in the schema are ignored.",
+    params(
+        NoQuery,
+        ("X-Request-Id" = Option<String>, Header, nullable = false,
+            description = "The client's id for this request, echoed back; one is made when it \
+is missing, blank or over 200 bytes."),
+    ),
+    request_body(content = CreateRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = Created,
+            headers(("X-Request-Id" = String, description = "The request's id"))),
+        (status = 400, description = "Malformed JSON, a value of the wrong type, or a query \
+parameter (this endpoint takes none)", body = ErrorBody),
+        (status = 409, description = "The project was deleted while the view created it", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 415, description = "The body is not application/json (or application/*+json)", body = ErrorBody),
+        (status = 422, description = "A value out of range: see `field`", body = ErrorBody),
+        (status = 500, description = "No database connection", body = ErrorBody),
+        (status = 503, description = "Draining, or the database stayed locked: see `class`",
+            body = ErrorBody, headers(("Retry-After" = i64, description = "Seconds"))),
+    )
+)]
 pub async fn create(
     app: web::Data<App>,
     req: HttpRequest,
@@ -318,29 +450,63 @@ pub async fn create(
 }
 
 /// The query string of the list: an unknown parameter is a 400 that names
-/// the known ones (serde's "expected one of").
-#[derive(Debug, Deserialize)]
+/// the known ones (serde's "expected one of"). The values are read as text
+/// and parsed by [`list`], so that each wrong one names its field; an empty
+/// value is wrong like any other (`state=` is no state).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only requests in this state.
+    #[param(value_type = Option<RequestStateSchema>)]
     state: Option<String>,
+    #[param(schema_with = openapi::limit_schema)]
     limit: Option<String>,
+    #[param(schema_with = openapi::after_schema)]
     after: Option<String>,
 }
 
+/// A page of the list.
+#[derive(Debug, Serialize, ToSchema)]
+// For the document only, as on [`RequestJson`].
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// In id order.
+    items: Vec<RequestJson>,
+    /// The `after` of the next page; null on the last one.
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    next_after: Option<RequestId>,
+}
+
 /// `GET /api/build-requests?state=&limit=&after=`: a page by key.
+#[utoipa::path(
+    get,
+    path = "/api/build-requests",
+    tag = "build requests",
+    summary = "List build requests, a page at a time",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page, in id order", body = Page),
+        (status = 400, description = "A value that is not a number, or an unknown parameter", body = ErrorBody),
+        (status = 422, description = "A value out of range, or an unknown state", body = ErrorBody),
+        (status = 500, description = "No database connection", body = ErrorBody),
+        (status = 503, description = "The database stayed locked", body = ErrorBody,
+            headers(("Retry-After" = i64, description = "Seconds"))),
+    )
+)]
 pub async fn list(app: web::Data<App>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
-    let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+    let state = match q.state.as_deref() {
         Some(s) => Some(
             s.parse::<RequestState>()
                 .map_err(|e| ApiError::invalid(e.to_string(), "state"))?,
         ),
         None => None,
     };
-    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
+    let limit = match q.limit.as_deref() {
         Some(s) => s
             .parse::<i64>()
             .map_err(|_| ApiError::bad("limit must be an integer", "limit"))?,
-        None => 100,
+        None => DEFAULT_LIMIT,
     };
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid(
@@ -348,11 +514,17 @@ pub async fn list(app: web::Data<App>, q: web::Query<ListQuery>) -> Result<HttpR
             "limit",
         ));
     }
-    let after = match q.after.as_deref().filter(|s| !s.is_empty()) {
+    let after = match q.after.as_deref() {
         Some(s) => {
-            Some(RequestId(s.parse::<i64>().map_err(|_| {
-                ApiError::bad("after must be an integer id", "after")
-            })?))
+            let after = s
+                .parse::<i64>()
+                .map_err(|_| ApiError::bad("after must be an integer id", "after"))?;
+            // Ids start at 1: 0 is before the first one, and a negative id
+            // is a client's mistake, not a page.
+            if after < 0 {
+                return Err(ApiError::invalid("after must be 0 or more", "after"));
+            }
+            Some(RequestId(after))
         }
         None => None,
     };
@@ -371,7 +543,7 @@ pub async fn list(app: web::Data<App>, q: web::Query<ListQuery>) -> Result<HttpR
         None
     };
     let items: Vec<RequestJson> = rows.into_iter().map(RequestJson::from).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items, "next_after": next_after })))
+    Ok(HttpResponse::Ok().json(Page { items, next_after }))
 }
 
 fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
@@ -381,6 +553,24 @@ fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
 }
 
 /// `GET /api/build-requests/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/build-requests/{id}",
+    tag = "build requests",
+    summary = "One build request",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The request's id"),
+        NoQuery,
+    ),
+    responses(
+        (status = 200, description = "The request", body = RequestJson),
+        (status = 400, description = "A query parameter (this endpoint takes none)", body = ErrorBody),
+        (status = 404, description = "No request has this id (or it is not a number)", body = ErrorBody),
+        (status = 500, description = "No database connection", body = ErrorBody),
+        (status = 503, description = "The database stayed locked", body = ErrorBody,
+            headers(("Retry-After" = i64, description = "Seconds"))),
+    )
+)]
 pub async fn get(
     app: web::Data<App>,
     path: web::Path<String>,
@@ -404,6 +594,27 @@ pub async fn get(
 
 /// `POST /api/build-requests/{id}/cancel`: a queued request is deleted at once;
 /// an inprogress one goes to cancelling, and its ingester stops it.
+#[utoipa::path(
+    post,
+    path = "/api/build-requests/{id}/cancel",
+    tag = "build requests",
+    summary = "Cancel a build request",
+    description = "A queued request is deleted at once; an inprogress one goes to cancelling, \
+and its ingester stops it. Any body is ignored.",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The request's id"),
+        NoQuery,
+    ),
+    responses(
+        (status = 200, description = "This call moved it: the request as it is now", body = RequestJson),
+        (status = 400, description = "A query parameter (this endpoint takes none)", body = ErrorBody),
+        (status = 404, description = "No request has this id (or it is not a number)", body = ErrorBody),
+        (status = 409, description = "Nothing to cancel: it is neither queued nor inprogress", body = ErrorBody),
+        (status = 500, description = "No database connection", body = ErrorBody),
+        (status = 503, description = "The database stayed locked", body = ErrorBody,
+            headers(("Retry-After" = i64, description = "Seconds"))),
+    )
+)]
 pub async fn cancel(
     app: web::Data<App>,
     path: web::Path<String>,
@@ -454,7 +665,30 @@ pub async fn cancel(
     }
 }
 
+/// The registered environments.
+#[derive(Debug, Serialize, ToSchema)]
+// For the document only, as on [`RequestJson`].
+#[serde(deny_unknown_fields)]
+pub struct Environments {
+    /// In id order.
+    items: Vec<EnvironmentJson>,
+}
+
 /// `GET /api/environments`.
+#[utoipa::path(
+    get,
+    path = "/api/environments",
+    tag = "environments",
+    summary = "The registered build environments and their lock state",
+    params(NoQuery),
+    responses(
+        (status = 200, description = "Every environment", body = Environments),
+        (status = 400, description = "A query parameter (this endpoint takes none)", body = ErrorBody),
+        (status = 500, description = "No database connection", body = ErrorBody),
+        (status = 503, description = "The database stayed locked", body = ErrorBody,
+            headers(("Retry-After" = i64, description = "Seconds"))),
+    )
+)]
 pub async fn environments(
     app: web::Data<App>,
     _q: web::Query<NoQuery>,
@@ -466,11 +700,17 @@ pub async fn environments(
             .map_err(|e| op_failed("list_environments", e))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": envs })))
+    Ok(HttpResponse::Ok().json(Environments {
+        items: envs.into_iter().map(EnvironmentJson::from).collect(),
+    }))
 }
 
-pub async fn method_not_allowed() -> HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed)
+/// The default service of a resource that serves the methods `allow`
+/// (`"GET, POST"`): 405, with them in `Allow` (RFC 9110 requires it).
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed { allow })
+    })
 }
 
 pub async fn not_found() -> HttpResponse {
@@ -521,5 +761,26 @@ mod tests {
             400
         );
         assert_eq!(status(serde_json::json!([1, 2])), 400);
+        // JSON does not tell 28 from 28.0; a fraction is still refused.
+        let ok = validate(
+            &serde_json::json!({"project": "p", "count": 28.0, "priority": -2.0,
+                                "needs": {"qemux86": 2.0}}),
+            &cap(),
+        )
+        .expect("integral floats");
+        assert_eq!((ok.count, ok.priority), (28, -2));
+        assert_eq!(ok.needs.0["qemux86"], 2);
+        assert_eq!(
+            status(serde_json::json!({"project": "p", "count": 1.5})),
+            400
+        );
+        assert_eq!(
+            status(serde_json::json!({"project": "p", "count": 1e300})),
+            400
+        );
+        assert_eq!(
+            status(serde_json::json!({"project": "p", "count": 1, "priority": 2.5})),
+            400
+        );
     }
 }

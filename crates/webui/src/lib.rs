@@ -9,9 +9,12 @@
 //!
 //! The HTML page is an askama template: compiled, type-checked and escaped, so
 //! a project name full of markup is shown as text.
+//!
+//! `GET /api/openapi.json` describes the JSON API (the `openapi` module).
 
 mod api;
 mod error;
+mod openapi;
 mod page;
 
 use std::collections::BTreeMap;
@@ -55,6 +58,9 @@ pub struct App {
     pub daemon: Arc<daemon::Daemon>,
     /// Environments per kind, read at startup: what any request could ever get.
     pub capacity: BTreeMap<String, u32>,
+    /// The OpenAPI document, serialized once at startup (it depends on
+    /// `capacity`).
+    pub openapi: web::Bytes,
 }
 
 /// Every route of webui, beside the daemon's common ones.
@@ -69,27 +75,32 @@ pub fn routes(app: web::Data<App>) -> impl Fn(&mut web::ServiceConfig) + Clone +
                 web::resource("/api/build-requests")
                     .route(web::get().to(api::list))
                     .route(web::post().to(api::create))
-                    .default_service(web::to(api::method_not_allowed)),
+                    .default_service(api::method_not_allowed("GET, POST")),
             )
             .service(
                 web::resource("/api/build-requests/{id}")
                     .route(web::get().to(api::get))
-                    .default_service(web::to(api::method_not_allowed)),
+                    .default_service(api::method_not_allowed("GET")),
             )
             .service(
                 web::resource("/api/build-requests/{id}/cancel")
                     .route(web::post().to(api::cancel))
-                    .default_service(web::to(api::method_not_allowed)),
+                    .default_service(api::method_not_allowed("POST")),
             )
             .service(
                 web::resource("/api/environments")
                     .route(web::get().to(api::environments))
-                    .default_service(web::to(api::method_not_allowed)),
+                    .default_service(api::method_not_allowed("GET")),
+            )
+            .service(
+                web::resource(openapi::PATH)
+                    .route(web::get().to(openapi::openapi_json))
+                    .default_service(api::method_not_allowed("GET")),
             )
             .service(
                 web::resource("/")
                     .route(web::get().to(page::index))
-                    .default_service(web::to(api::method_not_allowed)),
+                    .default_service(api::method_not_allowed("GET")),
             )
             .default_service(web::to(api::not_found));
     }
@@ -107,10 +118,14 @@ pub async fn run(d: daemon::Daemon) -> anyhow::Result<()> {
             d.name()
         );
     }
+    let doc = openapi::document(&capacity)
+        .to_json()
+        .context("serializing the OpenAPI document")?;
     let d = Arc::new(d);
     let app = web::Data::new(App {
         daemon: d.clone(),
         capacity,
+        openapi: web::Bytes::from(doc),
     });
     daemon::serve(d, routes(app), 2, Vec::new(), || {}).await
 }

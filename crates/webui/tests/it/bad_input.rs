@@ -112,6 +112,56 @@ fn malformed_json_and_wrong_types_get_400() {
     assert_create_still_works(&web);
 }
 
+/// JSON does not tell 28 from 28.0 (JSON Schema calls both integers, and
+/// some clients write the second): a number without a fraction is an
+/// integer wherever one is expected. schemathesis found the 400.
+#[test]
+fn integral_floats_are_integers() {
+    let web = Web::start(JournalMode::Delete, &[]);
+    let a = post_json(
+        &web.url(CREATE),
+        &json!({"project": "floats", "count": 2.0, "priority": -3.0, "needs": {"qemuarm": 2.0}}),
+    )
+    .unwrap();
+    assert_eq!(a.status, 201, "{a:?}");
+    let id = a.json()["ids"][0].as_i64().unwrap();
+    let v = get(&web.url(&format!("{CREATE}/{id}"))).unwrap().json();
+    assert_eq!(v["priority"], -3, "{v}");
+    assert_eq!(v["needs"], json!({"qemuarm": 2}), "{v}");
+    assert_eq!(web.request_rows(), 2);
+    // Out of range is still out of range, and a fraction still no integer.
+    for (case, body, status, field) in [
+        (
+            "count 1e3 + 1",
+            json!({"project": "f", "count": 1001.0}),
+            422,
+            "count",
+        ),
+        (
+            "count 2.5",
+            json!({"project": "f", "count": 2.5}),
+            400,
+            "count",
+        ),
+        (
+            "count 1e300",
+            json!({"project": "f", "count": 1e300}),
+            400,
+            "count",
+        ),
+        (
+            "needs 0.5",
+            json!({"project": "f", "count": 1, "needs": {"qemuarm": 0.5}}),
+            400,
+            "needs",
+        ),
+    ] {
+        let a = post_json(&web.url(CREATE), &body).unwrap();
+        assert_json_error(&a, status, Some(field), case);
+    }
+    assert_eq!(web.request_rows(), 2);
+}
+
 #[test]
 fn bodies_over_256_kib_get_413() {
     let web = Web::start(JournalMode::Delete, &[]);

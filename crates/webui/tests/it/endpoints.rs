@@ -68,6 +68,12 @@ fn the_list_pages_by_key() {
     }
     assert_eq!(seen, all);
 
+    // 0 is before the first id.
+    let v = get(&web.url(&format!("{CREATE}?after=0&limit=2")))
+        .unwrap()
+        .json();
+    assert_eq!(ids_of(&v["items"]), all[..2]);
+
     // After the last id: an empty page. Without a limit: everything.
     let v = get(&web.url(&format!("{CREATE}?after={}", all[9])))
         .unwrap()
@@ -88,7 +94,12 @@ fn the_list_pages_by_key() {
         ("limit=-1", 422, "limit"),
         ("limit=ten", 400, "limit"),
         ("after=x", 400, "after"),
+        ("after=-1", 422, "after"),
         ("state=bogus", 422, "state"),
+        // An empty value is no value: every query parameter is validated.
+        ("state=", 422, "state"),
+        ("limit=", 400, "limit"),
+        ("after=", 400, "after"),
     ] {
         let a = get(&web.url(&format!("{CREATE}?{query}"))).unwrap();
         assert_json_error(&a, status, Some(field), query);
