@@ -8,6 +8,7 @@
 
 pub mod ablate;
 pub mod advise;
+pub mod bench;
 pub mod check;
 pub mod faults;
 pub mod hold;
@@ -92,6 +93,31 @@ pub enum Command {
     /// Run the robust preset under faults (daemons killed, a foreign lock
     /// holder, a full disk), then check that nothing was lost.
     Soak(SoakArgs),
+    /// Measure how close the robust lab runs to this machine's own
+    /// single-writer ceiling, every figure as a ratio to it.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Parts, in one run on one file system: the single-writer ceiling (one connection alone inserting \
+the lab's build events with the robust preset's pragmas, 1, 100 and 1000 per transaction); the \
+robust preset under the default load (rows/s per process and in total, webui's HTTP p50/p99, CPU \
+and peak RSS per daemon); the ingester alone (one 15,000-event build, unpaced); webui alone under \
+the same HTTP load. Every rate is a ratio to the batched ceiling of the same run: this machine's \
+disk speed varies between runs, ratios compare. The `who` sampler is off. Writes DIR/bench.json \
+and prints a table.")]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub knobs: daemon::KnobArgs,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Folder for bench.json and each part's files.
+    #[arg(long, default_value = "locklab-bench", value_name = "DIR")]
+    pub out: PathBuf,
+    /// A short version (5 s loads, fewer rows, a 3,000-event build), for CI.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 #[derive(Debug, Args)]
@@ -639,7 +665,34 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Who(a) => run_who(&a),
         Command::Hold(a) => cmd_hold(&a),
         Command::Soak(a) => cmd_soak(&a, sub),
+        Command::Bench(a) => cmd_bench(&a, sub),
     }
+}
+
+fn cmd_bench(a: &BenchArgs, m: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let default = if a.quick {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(30)
+    };
+    let run = run_options(m, &a.load, a.out.join("robust"), Some("robust"), default)?;
+    if run.database.is_some() {
+        bail!("bench measures SQLite on this machine's disk: it takes no server preset");
+    }
+    let mut flags = flags_of(m, LOAD_IDS);
+    flags.extend(flags_of(m, &daemon::knob_ids()));
+    flags.insert(def::PRESET.key, "robust".to_string());
+    let knobs = Resolver::new(&flags, &process_env).knobs()?;
+    let opts = bench::BenchOptions {
+        out: a.out.clone(),
+        quick: a.quick,
+        run,
+        knobs,
+    };
+    let b = bench::run(&opts, &interrupt_flag())?;
+    println!("{}", bench::table(&b));
+    println!("wrote {}", a.out.join("bench.json").display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_hold(a: &HoldArgs) -> anyhow::Result<ExitCode> {

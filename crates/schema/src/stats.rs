@@ -504,6 +504,8 @@ impl Stats {
                 .map(|c| (c.as_str().to_string(), 0))
                 .collect(),
             duration_s: elapsed,
+            cpu_s: own_usage().map(|u| u.0),
+            peak_rss_mib: own_usage().map(|u| u.1),
             ..ProcessReport::default()
         };
         for (op, c) in &ops {
@@ -727,6 +729,24 @@ pub struct OpReport {
     pub in_flight_at_death: u64,
 }
 
+/// This process's CPU seconds (user + system) and peak RSS in MiB.
+pub fn own_usage() -> Option<(f64, f64)> {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+            return None;
+        }
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    // ru_maxrss is in KiB on Linux.
+    Some((
+        secs(u.ru_utime) + secs(u.ru_stime),
+        u.ru_maxrss as f64 / 1024.0,
+    ))
+}
+
 /// One `processes[]` entry of report.json.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProcessReport {
@@ -791,6 +811,14 @@ pub struct ProcessReport {
     /// + `gave_up` + `rolled_back` + this).
     #[serde(default)]
     pub in_flight_at_death: u64,
+    /// CPU time, user plus system, the process used since it started
+    /// (getrusage; added field, null in older reports; instances add up).
+    #[serde(default)]
+    pub cpu_s: Option<f64>,
+    /// Its peak resident set size in MiB (getrusage's ru_maxrss; added
+    /// field; the largest of its instances).
+    #[serde(default)]
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// One death of a daemon during `locklab run`.
@@ -816,6 +844,7 @@ impl OpReport {
         self.retried += o.retried;
         self.rolled_back += o.rolled_back;
         self.aborted += o.aborted;
+
         self.rows_committed += o.rows_committed;
         for (k, v) in &o.failed {
             *self.failed.entry(k.clone()).or_default() += v;
@@ -877,6 +906,14 @@ impl ProcessReport {
         self.lock_wait_total_s += o.lock_wait_total_s;
         self.rolled_back += o.rolled_back;
         self.aborted += o.aborted;
+        self.cpu_s = match (self.cpu_s, o.cpu_s) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.peak_rss_mib = match (self.peak_rss_mib, o.peak_rss_mib) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         self.stalls.extend(o.stalls.iter().cloned());
         self.stalls.truncate(STALLS_LISTED);
         self.stalls_total += o.stalls_total;

@@ -2,6 +2,7 @@
 //! daemon binaries (built by `cargo build --workspace`).
 #![allow(clippy::unwrap_used)]
 
+mod bench;
 mod check;
 mod cli;
 mod faults;
