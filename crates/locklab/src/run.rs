@@ -209,6 +209,8 @@ struct Spawned {
     bin: PathBuf,
     /// Its arguments, without `--listen`, `--stats-out` and `--trace-out`.
     args: Vec<OsString>,
+    /// Variables set for it (webui: its peers and the runs folder).
+    env: Vec<(String, String)>,
     child: daemon::spawn::Child,
     url: String,
     /// The address it listens on (`127.0.0.1:PORT`), kept across restarts.
@@ -238,6 +240,7 @@ fn start_instance(
     bin: &Path,
     name: &str,
     args: &[OsString],
+    env: &[(String, String)],
     listen: &str,
     files: InstanceFiles<'_>,
 ) -> anyhow::Result<daemon::spawn::Child> {
@@ -254,7 +257,7 @@ fn start_instance(
         bin,
         name,
         args: all,
-        env: Vec::new(),
+        env: env.to_vec(),
         env_remove: Vec::new(),
         log: files.log.to_path_buf(),
         append_log: files.append_log,
@@ -268,6 +271,7 @@ fn spawn_daemon(
     db: &str,
     opts: &RunOptions,
     extra: &[(String, String)],
+    env: Vec<(String, String)>,
 ) -> anyhow::Result<Spawned> {
     let stats_out = opts.out.join(format!("stats-{name}.json"));
     let trace_out = opts.out.join(format!("trace-{name}.jsonl"));
@@ -294,6 +298,7 @@ fn spawn_daemon(
         bin,
         name,
         &args,
+        &env,
         "127.0.0.1:0",
         InstanceFiles {
             stats_out: &stats_out,
@@ -307,6 +312,7 @@ fn spawn_daemon(
         name: name.to_string(),
         bin: bin.to_path_buf(),
         args,
+        env,
         url: child.url.clone(),
         pids: vec![child.pid()],
         child,
@@ -383,6 +389,7 @@ fn supervise(
             &d.bin,
             &d.name,
             &d.args,
+            &d.env,
             &d.listen,
             InstanceFiles {
                 stats_out: &stats_out,
@@ -632,7 +639,6 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
     if let Some(p) = &opts.poll_interval {
         sched_flags.push(("--poll-interval".to_string(), p.clone()));
     }
-    daemons.push(spawn_daemon(&bin("webui"), "webui", &db_arg, opts, &[])?);
     for i in 1..=opts.runbuilds {
         let name = if i == 1 {
             "runbuilds".to_string()
@@ -645,6 +651,7 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
             &db_arg,
             opts,
             &sched_flags,
+            Vec::new(),
         )?);
     }
     daemons.push(spawn_daemon(
@@ -653,7 +660,20 @@ pub fn run_lab(opts: &RunOptions, interrupted: &Arc<AtomicBool>) -> anyhow::Resu
         &db_arg,
         opts,
         &ingest_flags,
+        Vec::new(),
     )?);
+    // webui last: its dashboard scrapes the others (LAB_STATS_URLS) and lists
+    // the runs in the output folder (LAB_RUNS_DIR); it stays first in the
+    // table.
+    let peers: Vec<String> = daemons.iter().map(|d| d.url.clone()).collect();
+    let webui_env = vec![
+        ("LAB_STATS_URLS".to_string(), peers.join(",")),
+        ("LAB_RUNS_DIR".to_string(), opts.out.display().to_string()),
+    ];
+    daemons.insert(
+        0,
+        spawn_daemon(&bin("webui"), "webui", &db_arg, opts, &[], webui_env)?,
+    );
     let agent = http::agent(Duration::from_secs(2));
     for d in &daemons {
         http::wait_healthy(
