@@ -9,6 +9,7 @@ mod bad_input;
 mod create;
 mod endpoints;
 mod lock;
+mod pages;
 mod shutdown;
 mod startup;
 
