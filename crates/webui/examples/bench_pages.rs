@@ -182,7 +182,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// (p50, p99) in ms of `n` GETs of `path`.
 fn measure(agent: &ureq::Agent, base: &str, path: &str, n: usize) -> anyhow::Result<(f64, f64)> {
     let url = format!("{base}{path}");
-    let mut get = || -> anyhow::Result<Duration> {
+    let get = || -> anyhow::Result<Duration> {
         let t = Instant::now();
         let mut r = agent.get(&url).call()?;
         let status = r.status().as_u16();

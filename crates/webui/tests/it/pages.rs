@@ -154,7 +154,7 @@ fn every_page_answers_with_its_content() {
     for text in [
         format!("Build request {claimed}"),
         "12 of 50".to_string(),
-        format!(r#"max="50" value="12""#),
+        r#"max="50" value="12""#.to_string(),
         env.name.clone(),
         "runbuilds".to_string(),
         client_id.clone(),
