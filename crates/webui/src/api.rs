@@ -114,7 +114,7 @@ impl From<Environment> for EnvironmentJson {
 }
 
 /// Maps an operation's final failure to the HTTP answer.
-fn op_failed(op: &'static str, e: OpError) -> ApiError {
+pub(crate) fn op_failed(op: &'static str, e: OpError) -> ApiError {
     match e {
         OpError::Db(error) => ApiError::Locked { op, error },
         OpError::Aborted(reason) => ApiError::Conflict(reason),
@@ -140,7 +140,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The X-Request-Id of the client, or one made here.
-fn request_id(req: &HttpRequest) -> String {
+pub(crate) fn request_id(req: &HttpRequest) -> String {
     req.headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -226,11 +226,11 @@ fn refuse_control(value: &str, what: &str, field: &'static str) -> Result<(), Ap
 
 /// A validated create.
 #[derive(Debug, Clone)]
-struct Create {
-    project: String,
-    count: i64,
-    needs: Needs,
-    priority: i32,
+pub(crate) struct Create {
+    pub(crate) project: String,
+    pub(crate) count: i64,
+    pub(crate) needs: Needs,
+    pub(crate) priority: i32,
 }
 
 /// A JSON number as an integer, when it is one. JSON does not tell 28 from
@@ -247,7 +247,7 @@ fn json_integer(v: &serde_json::Value) -> Option<i64> {
         .map(|f| f as i64)
 }
 
-fn validate(
+pub(crate) fn validate(
     body: &serde_json::Value,
     capacity: &BTreeMap<String, u32>,
 ) -> Result<Create, ApiError> {

@@ -7,15 +7,23 @@
 //! autocommits, so a failure can leave a partial write, which `locklab check`
 //! counts. All diesel work runs on actix's blocking pool (`web::block`).
 //!
-//! The HTML page is an askama template: compiled, type-checked and escaped, so
-//! a project name full of markup is shown as text.
+//! The HTML pages ([`pages`], [`dashboard`]) are askama templates: compiled,
+//! type-checked and escaped, so a project name full of markup is shown as
+//! text. `/` is a live contention dashboard; `/builds`, `/builds/{id}`,
+//! `/environments`, `/new` and `/runs` are Toaster-like pages.
+//!
+//! Settings of webui alone ([`own`]): `LAB_STATS_URLS` (`--stats-url`), the
+//! peers the dashboard shows, and `LAB_RUNS_DIR` (`--runs-dir`), the reports
+//! `/runs` shows.
 //!
 //! `GET /api/openapi.json` describes the JSON API (the `openapi` module).
 
 mod api;
+pub mod dashboard;
 mod error;
 mod openapi;
-mod page;
+pub mod own;
+pub mod pages;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +51,12 @@ WAL/TIMEOUT/ATOMIC_REQUESTS > preset > default."
 pub struct Config {
     #[command(flatten)]
     pub common: daemon::CommonArgs,
+    #[command(flatten)]
+    pub own: own::OwnArgs,
+    /// Internal: print one lock sample of FILE as JSON and exit (the
+    /// dashboard's child process; see `dashboard`).
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub who_snapshot: Option<std::path::PathBuf>,
 }
 
 pub const DEFAULTS: daemon::Defaults = daemon::Defaults {
@@ -61,6 +75,8 @@ pub struct App {
     /// The OpenAPI document, serialized once at startup (it depends on
     /// `capacity`).
     pub openapi: web::Bytes,
+    /// webui's own settings (peers, runs directory).
+    pub own: own::Own,
 }
 
 /// Every route of webui, beside the daemon's common ones.
@@ -99,15 +115,61 @@ pub fn routes(app: web::Data<App>) -> impl Fn(&mut web::ServiceConfig) + Clone +
             )
             .service(
                 web::resource("/")
-                    .route(web::get().to(page::index))
+                    .route(web::get().to(page_index))
                     .default_service(api::method_not_allowed("GET")),
             )
+            .service(
+                web::resource("/api/dashboard")
+                    .route(web::get().to(dashboard_json))
+                    .default_service(api::method_not_allowed("GET")),
+            )
+            .route("/static/locklab.css", web::get().to(pages::css))
+            .route("/static/dashboard.js", web::get().to(dashboard::script))
+            .route("/builds", web::get().to(pages::builds::list))
+            .route("/builds/{id}", web::get().to(pages::builds::detail))
+            .route(
+                "/environments",
+                web::get().to(|app: web::Data<App>, _q: web::Query<api::NoQuery>| {
+                    pages::environments::list(app)
+                }),
+            )
+            .service(
+                web::resource("/new")
+                    .route(
+                        web::get().to(|app: web::Data<App>, _q: web::Query<api::NoQuery>| {
+                            pages::new::form(app)
+                        }),
+                    )
+                    .route(web::post().to(pages::new::submit))
+                    .default_service(api::method_not_allowed("GET, POST")),
+            )
+            .route(
+                "/runs",
+                web::get()
+                    .to(|app: web::Data<App>, _q: web::Query<api::NoQuery>| pages::runs::list(app)),
+            )
+            .route("/runs/files/{tail:.*}", web::get().to(pages::runs::file))
             .default_service(web::to(api::not_found));
     }
 }
 
+async fn page_index(
+    app: web::Data<App>,
+    _q: web::Query<api::NoQuery>,
+) -> Result<actix_web::HttpResponse, pages::PageError> {
+    dashboard::index(app).await
+}
+
+async fn dashboard_json(
+    app: web::Data<App>,
+    _q: web::Query<api::NoQuery>,
+) -> Result<actix_web::HttpResponse, pages::PageError> {
+    dashboard::json(app).await
+}
+
 /// Runs webui until SIGTERM/SIGINT.
-pub async fn run(d: daemon::Daemon) -> anyhow::Result<()> {
+pub async fn run(d: daemon::Daemon, own: own::Own) -> anyhow::Result<()> {
+    own.log(d.name());
     let mut conn = d.pool.get().context("opening a connection")?;
     let capacity =
         Environment::capacity(conn.diesel()).context("reading the registered environments")?;
@@ -126,6 +188,7 @@ pub async fn run(d: daemon::Daemon) -> anyhow::Result<()> {
         daemon: d.clone(),
         capacity,
         openapi: web::Bytes::from(doc),
+        own,
     });
     daemon::serve(d, routes(app), 2, Vec::new(), || {}).await
 }

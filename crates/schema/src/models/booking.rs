@@ -132,4 +132,19 @@ impl Booking {
     pub fn count(conn: &mut Conn) -> QueryResult<i64> {
         booking::table.count().get_result(conn)
     }
+
+    /// A request's bookings, oldest first, with each environment's name and
+    /// kind (the `booking_request` index).
+    pub fn for_request(
+        conn: &mut Conn,
+        request: RequestId,
+    ) -> QueryResult<Vec<(Booking, String, String)>> {
+        use crate::schema::build_environment as env;
+        booking::table
+            .inner_join(env::table)
+            .filter(booking::request_id.eq(request))
+            .select((Booking::as_select(), env::name, env::kind))
+            .order((booking::booked_at, booking::id))
+            .load(conn)
+    }
 }

@@ -264,6 +264,16 @@ impl Build {
             .load(conn)
     }
 
+    /// The builds of these requests (a page of requests shows their
+    /// progress), by the `build_request_id` index.
+    pub fn for_requests(conn: &mut Conn, requests: &[RequestId]) -> QueryResult<Vec<Build>> {
+        build::table
+            .filter(build::request_id.assume_not_null().eq_any(requests))
+            .select(Build::as_select())
+            .order(build::id)
+            .load(conn)
+    }
+
     pub fn all(conn: &mut Conn) -> QueryResult<Vec<Build>> {
         build::table
             .select(Build::as_select())

@@ -61,4 +61,17 @@ impl Project {
             .first(conn)
             .optional()
     }
+
+    /// The names of these projects, by id (a page of requests shows them):
+    /// one primary-key lookup each.
+    pub fn names(
+        conn: &mut Conn,
+        ids: &[ProjectId],
+    ) -> QueryResult<std::collections::BTreeMap<ProjectId, String>> {
+        let rows: Vec<(ProjectId, String)> = project::table
+            .filter(project::id.eq_any(ids))
+            .select((project::id, project::name))
+            .load(conn)?;
+        Ok(rows.into_iter().collect())
+    }
 }

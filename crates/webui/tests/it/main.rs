@@ -10,6 +10,7 @@ mod create;
 mod endpoints;
 mod lock;
 mod openapi;
+mod pages;
 mod shutdown;
 mod startup;
 

@@ -1,0 +1,1 @@
+DROP INDEX build_request_state_id;
