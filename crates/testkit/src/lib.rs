@@ -2,8 +2,10 @@
 //! daemon binary carries them (STYLE.md) and five test binaries do not each
 //! repeat them: a migrated SQLite file in a temp dir, a daemon started on it
 //! with a clean environment, polling with a deadline (never fixed sleeps),
-//! small HTTP calls, and planted violations ([`plant`]).
+//! small HTTP calls, planted violations ([`plant`]), and a headless Chromium
+//! driven over WebDriver ([`browser`]).
 
+pub mod browser;
 pub mod plant;
 
 use std::ffi::OsString;

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod browser;
 mod create;
 mod endpoints;
 mod lock;
