@@ -72,9 +72,16 @@
     d.processes.forEach(function (p) {
       var tr = el("tr");
       tr.appendChild(el("th", p.name + (p.this ? " (this process)" : "") + (p.draining ? " — draining" : ""), { scope: "row" }));
-      [p.ops, p.ok, p.gave_up, p.retried, p.rolled_back].forEach(function (n) { tr.appendChild(num(n)); });
-      classes.forEach(function (c) { tr.appendChild(num(p.failed[c] || 0)); });
-      tr.appendChild(num(p.failed_total));
+      // data-counter="PROCESS.FIELD": the browser tests read the counters by it.
+      var counted = function (field, n) {
+        var cell = num(n);
+        cell.setAttribute("data-counter", p.name + "." + field);
+        tr.appendChild(cell);
+      };
+      [["ops", p.ops], ["ok", p.ok], ["gave_up", p.gave_up], ["retried", p.retried],
+       ["rolled_back", p.rolled_back]].forEach(function (f) { counted(f[0], f[1]); });
+      classes.forEach(function (c) { counted("failed." + c, p.failed[c] || 0); });
+      counted("failed_total", p.failed_total);
       tbody.appendChild(tr);
     });
   }
