@@ -369,8 +369,9 @@ pub struct Created {
     /// The new requests, in creation order.
     #[schema(schema_with = openapi::ids_schema)]
     ids: Vec<RequestId>,
-    /// Requests queued when the view read the queue (before this create).
-    #[schema(minimum = 0)]
+    /// Requests queued when the view read the queue (before this create),
+    /// counted up to 1000: 1000 means 1000 or more.
+    #[schema(minimum = 0, maximum = 1000)]
     queue_length: i64,
 }
 

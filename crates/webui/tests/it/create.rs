@@ -198,3 +198,22 @@ fn creates_count_as_ops_with_their_rows() {
     assert_eq!(create["rows_committed"], 15);
     assert_eq!(web.request_rows(), 14);
 }
+
+/// The answer's queue_length is the queue before the create, counted up to
+/// 1000: the view still reads before it writes, but a long queue costs it at
+/// most 1000 index entries (a full COUNT made webui CPU-bound under load).
+#[test]
+fn queue_length_counts_the_queue_before_the_create_up_to_1000() {
+    let web = Web::start(JournalMode::Wal, &[]);
+    let url = web.url(CREATE);
+    let create = |count: u32| {
+        let a = post_json(&url, &json!({"project": "q", "count": count})).unwrap();
+        assert_eq!(a.status, 201, "{a:?}");
+        a.json()["queue_length"].as_i64().unwrap()
+    };
+    assert_eq!(create(3), 0);
+    assert_eq!(create(1000), 3);
+    assert_eq!(create(1), 1000, "1003 queued read as 1000");
+    let mut conn = web.conn();
+    assert_eq!(BuildRequest::count(conn.diesel()).unwrap(), 1004);
+}

@@ -37,6 +37,10 @@ pub struct CreateSpec {
     pub submitted_by: String,
 }
 
+/// The create's answer counts the queue up to this many requests; a longer
+/// queue reads as this many ("1000 or more").
+pub const QUEUE_LENGTH_CAP: i64 = 1000;
+
 /// What a create made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
@@ -77,7 +81,9 @@ fn view(
     notify: &(dyn Fn() + Sync),
 ) -> Result<Created, OpError> {
     let project = get_or_create_project(op, conn, &spec.project)?;
-    let queue_length = op.read(conn, BuildRequest::queue_length)?;
+    let queue_length = op.read(conn, |c| {
+        BuildRequest::queue_length_up_to(c, QUEUE_LENGTH_CAP)
+    })?;
     let ids = match shape {
         CreateShape::Lab => lab::write(op, conn, project, spec)?,
         CreateShape::Toaster => toaster::write(op, conn, project, spec, notify)?,
