@@ -740,11 +740,19 @@ pub fn own_usage() -> Option<(f64, f64)> {
         u
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    // ru_maxrss is in KiB on Linux.
-    Some((
-        secs(u.ru_utime) + secs(u.ru_stime),
-        u.ru_maxrss as f64 / 1024.0,
-    ))
+    // The peak from /proc/self/status's VmHWM: Linux carries ru_maxrss over
+    // an execve, so a daemon started by a big parent (locklab bench, after
+    // the ceiling's 100k rows) reported the parent's peak as its own.
+    let hwm_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        // ru_maxrss is in KiB on Linux.
+        .unwrap_or(u.ru_maxrss as f64);
+    Some((secs(u.ru_utime) + secs(u.ru_stime), hwm_kib / 1024.0))
 }
 
 /// One `processes[]` entry of report.json.
@@ -815,8 +823,8 @@ pub struct ProcessReport {
     /// (getrusage; added field, null in older reports; instances add up).
     #[serde(default)]
     pub cpu_s: Option<f64>,
-    /// Its peak resident set size in MiB (getrusage's ru_maxrss; added
-    /// field; the largest of its instances).
+    /// Its peak resident set size in MiB (VmHWM; added field; the largest
+    /// of its instances).
     #[serde(default)]
     pub peak_rss_mib: Option<f64>,
 }
