@@ -88,6 +88,24 @@ impl Child {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The log once it has a line for which `found` holds, or None after
+    /// `within`. A thread of this process copies the daemon's stderr into
+    /// the log, so a line lands a little after the effect it reports: under
+    /// load, reading the log at once races that copy.
+    pub fn wait_log(&self, within: Duration, found: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.log_text();
+            if text.lines().any(&found) {
+                return Some(text);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Child {

@@ -70,13 +70,18 @@ fn killed_mid_build_resumes_and_finishes_it() {
             .filter(|b| b.completed_at.is_some())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", second.log_text()));
-    let log = second.log_text();
     let resumed = format!(
         "resuming build {} at seq {} of {EVENTS}",
         claimed.build,
         last + 1
     );
-    assert!(log.contains(&resumed), "expected {resumed:?} in:\n{log}");
+    assert!(
+        second
+            .wait_log(Duration::from_secs(10), |l| l.contains(&resumed))
+            .is_some(),
+        "expected {resumed:?} in:\n{}",
+        second.log_text()
+    );
     let status = second.terminate(Duration::from_secs(20)).unwrap();
     assert!(status.success(), "{status}");
 

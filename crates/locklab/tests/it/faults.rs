@@ -426,11 +426,13 @@ fn a_corrupt_page_is_refused_at_startup_or_a_503() {
     let a = create(&webui.url, "p", 1);
     assert_eq!(a.status, 503, "{a:?}");
     assert_eq!(a.json()["class"], "other", "{a:?}");
-    let log = webui.log_text();
     assert!(
-        log.lines()
-            .any(|l| l.contains("class=other") && l.contains("corrupt")),
-        "{log}"
+        webui
+            .wait_log(Duration::from_secs(10), |l| l.contains("class=other")
+                && l.contains("corrupt"))
+            .is_some(),
+        "{}",
+        webui.log_text()
     );
     assert!(failed(&stats(&webui.url), "other") >= 1);
 }

@@ -276,7 +276,13 @@ fn expired_lease_fails_the_build_and_frees_its_environments() {
         assert!(booking.released_at.unwrap() >= completed, "{booking:?}");
     }
     assert_eq!(booked_kinds(&mut conn, id), ["qemux86"; 2]);
-    assert!(rb.log_text().contains("lease expired for requests"));
+    assert!(
+        rb.wait_log(Duration::from_secs(10), |l| l
+            .contains("lease expired for requests"))
+            .is_some(),
+        "{}",
+        rb.log_text()
+    );
 }
 
 /// The daemon, not only the library, fails a request no environments could
@@ -306,7 +312,12 @@ fn daemon_fails_unsatisfiable_request() {
         "{reason}"
     );
     assert!(builds_of(&mut conn, id).is_empty());
-    assert!(rb.log_text().contains("can never run"));
+    assert!(
+        rb.wait_log(Duration::from_secs(10), |l| l.contains("can never run"))
+            .is_some(),
+        "{}",
+        rb.log_text()
+    );
 }
 
 fn passes(child: &Child) -> u64 {

@@ -307,7 +307,10 @@ fn health_metrics_and_stats_are_served() {
         assert!(!settings[key].is_null(), "settings.{key} in {stats}");
     }
     assert!(
-        web.child.log_text().contains("journal_mode=wal"),
+        web.child
+            .wait_log(std::time::Duration::from_secs(10), |l| l
+                .contains("journal_mode=wal"))
+            .is_some(),
         "the startup log names the file's mode"
     );
 }

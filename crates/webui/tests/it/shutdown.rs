@@ -78,7 +78,13 @@ fn sigterm_exits_0_and_writes_the_final_stats() {
         assert_eq!(stats[key], live[key], "{key}: file {stats} vs live {live}");
     }
     assert_eq!(web.request_rows(), i64::from(rows - 1));
-    assert!(web.child.log_text().contains("webui: stopped"));
+    assert!(
+        web.child
+            .wait_log(Duration::from_secs(10), |l| l.contains("webui: stopped"))
+            .is_some(),
+        "{}",
+        web.child.log_text()
+    );
 }
 
 /// A create waiting for the write lock when SIGTERM arrives is finished, not
