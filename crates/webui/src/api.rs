@@ -114,7 +114,7 @@ impl From<Environment> for EnvironmentJson {
 }
 
 /// Maps an operation's final failure to the HTTP answer.
-pub(crate) fn op_failed(op: &'static str, e: OpError) -> ApiError {
+fn op_failed(op: &'static str, e: OpError) -> ApiError {
     match e {
         OpError::Db(error) => ApiError::Locked { op, error },
         OpError::Aborted(reason) => ApiError::Conflict(reason),
@@ -418,15 +418,34 @@ pub async fn create(
     let rid = request_id(&req);
     let body = read_json_body(&req, payload).await?;
     let create = validate(&body, &app.capacity)?;
+    let created = create_requests(&app, create, rid.clone()).await?;
+    let (ids, queue_length) = (created.ids, created.queue_length);
+    Ok(HttpResponse::Created()
+        .insert_header(("X-Request-Id", rid.clone()))
+        .json(Created {
+            request_id: rid,
+            ids,
+            queue_length,
+        }))
+}
+
+/// Creates a validated request the one way webui creates (the JSON API and
+/// the `/new` form alike), as the operation `create_request`, with the
+/// daemon's create shape and ATOMIC_REQUESTS.
+pub(crate) async fn create_requests(
+    app: &web::Data<App>,
+    create: Create,
+    client_request_id: String,
+) -> Result<schema::strategy::create::Created, ApiError> {
     let spec = CreateSpec {
         project: create.project,
         count: create.count,
         needs: create.needs,
         priority: create.priority,
-        client_request_id: rid.clone(),
+        client_request_id,
         submitted_by: app.daemon.name().to_string(),
     };
-    let created = blocking(&app, move |app, conn| {
+    blocking(app, move |app, conn| {
         let d = &app.daemon;
         let knobs = &d.settings.knobs;
         schema::strategy::create::create(
@@ -439,15 +458,7 @@ pub async fn create(
         )
         .map_err(|e| op_failed("create_request", e))
     })
-    .await?;
-    let (ids, queue_length) = (created.ids, created.queue_length);
-    Ok(HttpResponse::Created()
-        .insert_header(("X-Request-Id", rid.clone()))
-        .json(Created {
-            request_id: rid,
-            ids,
-            queue_length,
-        }))
+    .await
 }
 
 /// The query string of the list: an unknown parameter is a 400 that names

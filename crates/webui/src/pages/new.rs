@@ -13,11 +13,10 @@ use std::collections::HashMap;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
-use schema::strategy::create::CreateSpec;
 use serde_json::{Map, Value};
 
 use super::{html, html_status, PageError};
-use crate::api::{op_failed, request_id, validate};
+use crate::api::{request_id, validate};
 use crate::{ApiError, App};
 
 #[derive(Template)]
@@ -132,35 +131,7 @@ pub async fn submit(
         }
         Err(e) => return Err(e.into()),
     };
-    let rid = request_id(&req);
-    let spec = CreateSpec {
-        project: create.project,
-        count: create.count,
-        needs: create.needs,
-        priority: create.priority,
-        client_request_id: rid,
-        submitted_by: app.daemon.name().to_string(),
-    };
-    let app2 = app.clone();
-    let created = web::block(move || {
-        let d = &app2.daemon;
-        let mut conn = d
-            .pool
-            .get()
-            .map_err(|e| ApiError::Internal(format!("no database connection: {e}")))?;
-        let knobs = &d.settings.knobs;
-        schema::strategy::create::create(
-            &d.lab,
-            &mut conn,
-            knobs.create_shape.value,
-            knobs.atomic_requests.value,
-            &spec,
-            &|| d.notify_runbuilds(),
-        )
-        .map_err(|e| op_failed("create_request", e))
-    })
-    .await
-    .map_err(|e| PageError::Internal(format!("blocking task failed: {e}")))?;
+    let created = crate::api::create_requests(&app, create, request_id(&req)).await;
     match created {
         Ok(created) => {
             let to = created

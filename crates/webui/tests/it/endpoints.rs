@@ -7,7 +7,7 @@ use serde_json::json;
 use testkit::{get, post_json, send};
 
 use crate::lock::CLASSES;
-use crate::{assert_json_error, Web};
+use crate::{assert_json_error, create, Web};
 
 const CREATE: &str = "/api/build-requests";
 
@@ -16,21 +16,6 @@ fn ids_of(v: &serde_json::Value) -> Vec<i64> {
         .unwrap()
         .iter()
         .map(|r| r["id"].as_i64().unwrap())
-        .collect()
-}
-
-fn create(web: &Web, project: &str, count: u32) -> Vec<i64> {
-    let a = post_json(
-        &web.url(CREATE),
-        &json!({"project": project, "count": count}),
-    )
-    .unwrap();
-    assert_eq!(a.status, 201, "{a:?}");
-    a.json()["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
         .collect()
 }
 

@@ -95,6 +95,22 @@ impl Web {
 
 /// Asserts a JSON error answer: the status, `Content-Type: application/json`,
 /// a non-empty `error`, and `field` exactly as given (absent when None).
+/// Creates `count` requests of `project` through the JSON API; their ids.
+pub fn create(web: &Web, project: &str, count: i64) -> Vec<i64> {
+    let a = testkit::post_json(
+        &web.url("/api/build-requests"),
+        &serde_json::json!({"project": project, "count": count}),
+    )
+    .unwrap();
+    assert_eq!(a.status, 201, "{a:?}");
+    a.json()["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
 pub fn assert_json_error(a: &Answer, status: u16, field: Option<&str>, case: &str) {
     assert_eq!(a.status, status, "{case}: {a:?}");
     assert!(

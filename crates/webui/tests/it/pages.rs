@@ -18,23 +18,7 @@ use serde_json::{json, Value};
 use testkit::{get, post_json, send, Answer};
 
 use crate::lock::hold_write_lock;
-use crate::Web;
-
-/// Creates `count` requests of `project` through the API; their ids.
-fn create(web: &Web, project: &str, count: i64) -> Vec<i64> {
-    let a = post_json(
-        &web.url("/api/build-requests"),
-        &json!({"project": project, "count": count}),
-    )
-    .unwrap();
-    assert_eq!(a.status, 201, "{a:?}");
-    a.json()["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect()
-}
+use crate::{create, Web};
 
 /// GETs a page and checks it is a whole HTML page of the layout.
 fn page(web: &Web, path: &str) -> Answer {
