@@ -1,13 +1,13 @@
 //! Starting a daemon binary as a child process and waiting until it listens:
 //! used by `locklab run` and by the end-to-end tests. The child is killed when
 //! its handle is dropped, so an error or a failed test never leaves a daemon
-//! behind. Its stderr (the log) is copied to a file line by line.
+//! behind. Its stderr is the log file itself (opened here, appended to by
+//! the child), so a line is in the file as soon as the daemon writes it.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -90,9 +90,8 @@ impl Child {
     }
 
     /// The log once it has a line for which `found` holds, or None after
-    /// `within`. A thread of this process copies the daemon's stderr into
-    /// the log, so a line lands a little after the effect it reports: under
-    /// load, reading the log at once races that copy.
+    /// `within`: for a line the daemon writes just after the effect a test
+    /// sees (an answer goes out before its log line is written).
     pub fn wait_log(&self, within: Duration, found: impl Fn(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + within;
         loop {
@@ -147,36 +146,26 @@ pub fn spawn(spec: Spec<'_>) -> anyhow::Result<Child> {
     // (locklab run), which then drains the daemons in order instead of losing
     // them all at once.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // The log is the child's stderr: opened here (afresh, or appended to by
+    // a restarted instance), written by the child with no copier between.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(spec.append_log)
+        .truncate(!spec.append_log)
+        .open(&spec.log)
+        .with_context(|| format!("opening the log {}", spec.log.display()))?;
+    // This instance's lines start here (a restart appends after its
+    // predecessor's).
+    let from = log.metadata().map(|m| m.len()).unwrap_or(0);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::from(log));
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", spec.bin.display()))?;
-    let stderr = child.stderr.take().context("no stderr pipe")?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let log_path = spec.log.clone();
-    let append = spec.append_log;
-    std::thread::spawn(move || {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(&log_path)
-            .ok();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(f) = file.as_mut() {
-                let _ = writeln!(f, "{line}");
-                let _ = f.flush();
-            }
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
     let name = spec.name.to_string();
     let last_lines = |path: &Path| {
         let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -185,33 +174,44 @@ pub fn spawn(spec: Spec<'_>) -> anyhow::Result<Child> {
     };
     let deadline = Instant::now() + spec.startup_timeout;
     loop {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(addr) => {
-                return Ok(Child {
-                    name,
-                    child,
-                    url: format!("http://{addr}"),
-                    log: spec.log,
-                })
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    bail!(
-                        "{name} did not start listening within {:?}; see {}",
-                        spec.startup_timeout,
-                        spec.log.display()
-                    );
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = child.wait().context("waiting for the daemon")?;
-                // the log thread has finished writing: the pipe closed
+        if let Some(addr) = listening_addr(&spec.log, from) {
+            return Ok(Child {
+                name,
+                child,
+                url: format!("http://{addr}"),
+                log: spec.log,
+            });
+        }
+        if let Some(status) = child.try_wait().context("waiting for the daemon")? {
+            // It may have listened and died at once: the file says which.
+            if listening_addr(&spec.log, from).is_none() {
                 bail!(
                     "{name} exited at startup ({status}):\n{}",
                     last_lines(&spec.log)
                 );
             }
+            continue;
         }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!(
+                "{name} did not start listening within {:?}; see {}",
+                spec.startup_timeout,
+                spec.log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The address of the `listening on ADDR` line written after byte `from` of
+/// the log, once it is there.
+fn listening_addr(log: &Path, from: u64) -> Option<String> {
+    let mut f = std::fs::File::open(log).ok()?;
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut text = String::new();
+    f.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.split("listening on ").nth(1))
+        .map(|a| a.trim().to_string())
 }

@@ -25,6 +25,20 @@ pub struct Held {
     pub held: Duration,
 }
 
+/// Refuses a path that is not an existing SQLite file: hold never creates one.
+pub fn check_file(path: &Path) -> anyhow::Result<()> {
+    if !path.is_file() {
+        bail!(
+            "{} does not exist (hold takes an existing SQLite file)",
+            path.display()
+        );
+    }
+    if !schema::migrate::has_sqlite_header(path) {
+        bail!("{} is not an SQLite database", path.display());
+    }
+    Ok(())
+}
+
 /// Takes the write lock of the SQLite file at `path`, waiting up to
 /// `acquire_within` for it (SQLite's busy timeout), keeps it for `hold_for`
 /// (less if `stop` is set), then rolls back. Nothing is written.
@@ -36,15 +50,7 @@ pub fn hold_write_lock(
     stop: &AtomicBool,
     on_acquired: impl FnOnce(Duration),
 ) -> anyhow::Result<Held> {
-    if !path.is_file() {
-        bail!(
-            "{} does not exist (hold takes an existing SQLite file)",
-            path.display()
-        );
-    }
-    if !schema::migrate::has_sqlite_header(path) {
-        bail!("{} is not an SQLite database", path.display());
-    }
+    check_file(path)?;
     let text = path
         .to_str()
         .with_context(|| format!("{} is not valid UTF-8", path.display()))?;

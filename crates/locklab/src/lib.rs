@@ -707,12 +707,7 @@ fn cmd_hold(a: &HoldArgs) -> anyhow::Result<ExitCode> {
             "hold takes an SQLite file; on a server, hold a lock with LOCK TABLE in its own client"
         );
     }
-    if !a.database_url.is_file() {
-        bail!(
-            "{} does not exist (hold takes an existing SQLite file)",
-            a.database_url.display()
-        );
-    }
+    hold::check_file(&a.database_url)?;
     let stop = interrupt_flag();
     eprintln!(
         "locklab hold: BEGIN EXCLUSIVE on {} (pid {}), waiting up to {} for the lock",

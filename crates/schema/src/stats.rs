@@ -497,6 +497,7 @@ impl Stats {
         let elapsed = self.elapsed().as_secs_f64().max(1e-9);
         let ops = self.ops.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut all = new_histogram();
+        let usage = own_usage();
         let mut report = ProcessReport {
             name: self.name.clone(),
             failed: LockClass::ALL
@@ -504,8 +505,8 @@ impl Stats {
                 .map(|c| (c.as_str().to_string(), 0))
                 .collect(),
             duration_s: elapsed,
-            cpu_s: own_usage().map(|u| u.0),
-            peak_rss_mib: own_usage().map(|u| u.1),
+            cpu_s: usage.map(|u| u.0),
+            peak_rss_mib: usage.map(|u| u.1),
             ..ProcessReport::default()
         };
         for (op, c) in &ops {
