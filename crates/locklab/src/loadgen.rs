@@ -55,9 +55,17 @@ pub struct LoadState {
     per_client_ok: Vec<AtomicU64>,
     pub stop: AtomicBool,
     log: Option<Mutex<BufWriter<File>>>,
+    /// CPU time of the client threads, in µs, added by each as it ends: the
+    /// load's own cost, apart from locklab's supervision and report.
+    cpu_us: AtomicU64,
 }
 
 impl LoadState {
+    /// CPU seconds the client threads used (complete once they all ended).
+    pub fn clients_cpu_s(&self) -> f64 {
+        self.cpu_us.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
     pub fn summary(&self) -> LoadgenSummary {
         let per: Vec<f64> = self
             .per_client_ok
@@ -79,6 +87,7 @@ impl LoadState {
             no_response: self.no_response.load(Ordering::Relaxed),
             clients_mean: mean,
             clients_stddev: var.sqrt(),
+            cpu_s: Some(self.clients_cpu_s()),
         }
     }
 }
@@ -108,6 +117,7 @@ impl Load {
             per_client_ok: (0..spec.clients).map(|_| AtomicU64::new(0)).collect(),
             stop: AtomicBool::new(false),
             log,
+            cpu_us: AtomicU64::new(0),
         });
         let token: u32 = rand::rng().random();
         let started = Instant::now();
@@ -146,7 +156,30 @@ impl Load {
     }
 }
 
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
 fn client_loop(spec: &LoadSpec, state: &LoadState, client: u32, token: u32, deadline: Instant) {
+    client_requests(spec, state, client, token, deadline);
+    let used = u64::try_from(thread_cpu().as_micros()).unwrap_or(u64::MAX);
+    state.cpu_us.fetch_add(used, Ordering::Relaxed);
+}
+
+fn client_requests(spec: &LoadSpec, state: &LoadState, client: u32, token: u32, deadline: Instant) {
     let agent = http::agent(spec.request_timeout);
     let url = http::join(&spec.target, "/api/build-requests");
     let body = serde_json::json!({ "project": spec.project, "count": spec.num }).to_string();

@@ -55,6 +55,9 @@ pub struct LoadgenSummary {
     pub no_response: u64,
     pub clients_mean: f64,
     pub clients_stddev: f64,
+    /// CPU seconds of the client threads (added field): the load's own cost.
+    #[serde(default)]
+    pub cpu_s: Option<f64>,
 }
 
 /// report.json. Fields may be added, never renamed.

@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use crate::settings::{Isolation, Synchronous, TxnMode};
+use crate::settings::{CheckpointMode, Isolation, Synchronous, TxnMode};
 
 pub(crate) use crate::backend::sqlite::pragma_text;
-pub use crate::backend::sqlite::{process_lock_wait, sqlite_busy_delay, BusyRecord, StopFlag};
+pub use crate::backend::sqlite::{
+    process_lock_wait, spawn_checkpointer, sqlite_busy_delay, BusyRecord, Checkpoints, StopFlag,
+};
 pub use crate::backend::*;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +21,9 @@ pub struct Policy {
     pub isolation: Isolation,
     /// App work inside each write transaction (`LAB_TXN_WORK`), before COMMIT.
     pub txn_work: Duration,
+    /// Who runs WAL checkpoints: under `background` every connection opens
+    /// with `PRAGMA wal_autocheckpoint = 0`.
+    pub checkpoint: CheckpointMode,
     /// Set at shutdown: busy handlers give up and retry loops end.
     pub stop: StopFlag,
 }
@@ -31,6 +36,7 @@ impl Default for Policy {
             txn_mode: TxnMode::Deferred,
             isolation: Isolation::ReadCommitted,
             txn_work: Duration::ZERO,
+            checkpoint: CheckpointMode::Auto,
             stop: StopFlag::default(),
         }
     }

@@ -139,6 +139,20 @@ async fn blocking<T: Send + 'static>(
     .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
 }
 
+/// Runs a write view as [`blocking`] does, once one of the `LAB_WRITERS`
+/// permits is free: a waiting view queues here, in order.
+async fn blocking_write<T: Send + 'static>(
+    app: &web::Data<App>,
+    f: impl FnOnce(&App, &mut schema::db::PooledConn) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let _permit = app
+        .writers
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(format!("the writers' queue is closed: {e}")))?;
+    blocking(app, f).await
+}
+
 /// The X-Request-Id of the client, or one made here.
 pub(crate) fn request_id(req: &HttpRequest) -> String {
     req.headers()
@@ -445,7 +459,7 @@ pub(crate) async fn create_requests(
         client_request_id,
         submitted_by: app.daemon.name().to_string(),
     };
-    blocking(app, move |app, conn| {
+    blocking_write(app, move |app, conn| {
         let d = &app.daemon;
         let knobs = &d.settings.knobs;
         schema::strategy::create::create(
@@ -633,7 +647,7 @@ pub async fn cancel(
     _q: web::Query<NoQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let result = blocking(&app, move |app, conn| {
+    let result = blocking_write(&app, move |app, conn| {
         app.daemon
             .lab
             .op("cancel_request", |op| {

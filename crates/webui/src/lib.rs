@@ -65,7 +65,7 @@ pub const DEFAULTS: daemon::Defaults = daemon::Defaults {
 };
 
 /// Connections in webui's pool: one per concurrent view, with room to spare.
-pub const POOL_SIZE: u32 = 8;
+pub const POOL_SIZE: u32 = schema::settings::WEBUI_POOL_SIZE;
 
 /// What the handlers share.
 pub struct App {
@@ -77,6 +77,11 @@ pub struct App {
     pub openapi: web::Bytes,
     /// webui's own settings (peers, runs directory).
     pub own: own::Own,
+    /// The write views that may run at once (`LAB_WRITERS`): the others wait
+    /// here, first come first served (tokio's semaphore is fair), not in
+    /// SQLite's busy handler, whose sleeps grow to 100 ms and let the lock
+    /// sit free while every waiter sleeps.
+    pub writers: Arc<tokio::sync::Semaphore>,
 }
 
 /// Every route of webui, beside the daemon's common ones.
@@ -189,6 +194,9 @@ pub async fn run(d: daemon::Daemon, own: own::Own) -> anyhow::Result<()> {
         capacity,
         openapi: web::Bytes::from(doc),
         own,
+        writers: Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(d.settings.knobs.writers.value).unwrap_or(1),
+        )),
     });
     daemon::serve(d, routes(app), 2, Vec::new(), || {}).await
 }

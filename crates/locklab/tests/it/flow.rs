@@ -90,6 +90,7 @@ pub fn assert_contract(r: &serde_json::Value) {
         "txn_work_ms",
         "wake",
         "create_shape",
+        "writers",
     ] {
         assert!(r["settings"].get(key).is_some(), "settings lacks {key}");
     }

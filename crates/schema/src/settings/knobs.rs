@@ -40,6 +40,7 @@ macro_rules! knob_text_by_display {
 }
 knob_text_by_display!(
     bool,
+    u32,
     JournalMode,
     Synchronous,
     TxnMode,
@@ -49,7 +50,8 @@ knob_text_by_display!(
     ClaimStrategy,
     CommitPolicy,
     WakeMode,
-    CreateShape
+    CreateShape,
+    CheckpointMode
 );
 
 /// Parses an enum knob by its `FromStr`.
@@ -205,4 +207,26 @@ knobs! {
     /// row, request, child rows, each its own transaction).
     create_shape: CreateShape = CREATE_SHAPE("--create-shape", "LAB_CREATE_SHAPE", alias None, "SHAPE"),
         parse by_name, alias_parse None, default CreateShape::Lab;
+    /// webui's write views (creates, cancels) that may run at once; the rest
+    /// wait inside webui, first come first served, instead of racing each
+    /// other through SQLite's busy handler. 1 makes webui a single writer.
+    writers: u32 = WRITERS("--writers", "LAB_WRITERS", alias None, "N"),
+        parse parse_writers, alias_parse None, default WEBUI_POOL_SIZE;
+    /// Who runs WAL checkpoints: auto (the committing connection, SQLite's
+    /// default) or background (every daemon's own thread; writers only
+    /// append). SQLite in WAL mode only.
+    checkpoint: CheckpointMode = CHECKPOINT("--checkpoint", "LAB_CHECKPOINT", alias None, "MODE"),
+        parse by_name, alias_parse None, default CheckpointMode::Auto;
+}
+
+/// webui's connections: one per concurrent view, with room to spare. The
+/// default of `writers`: every connection may write.
+pub const WEBUI_POOL_SIZE: u32 = 8;
+
+fn parse_writers(s: &str) -> Result<u32, String> {
+    s.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=WEBUI_POOL_SIZE).contains(n))
+        .ok_or_else(|| format!("{s:?} is not a count of writers between 1 and {WEBUI_POOL_SIZE}"))
 }

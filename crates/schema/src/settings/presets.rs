@@ -167,6 +167,9 @@ pub const PRESETS: &[Preset] = &[
             retry: Some(RetryPolicy::Backoff),
             claim: Some(ClaimStrategy::Guarded),
             commit: Some(CommitPolicy::Batch(500)),
+            create_shape: Some(CreateShape::Bulk),
+            writers: Some(1),
+            checkpoint: Some(CheckpointMode::Background),
             ..IMMEDIATE
         },
         event_delay: None,

@@ -199,6 +199,7 @@ impl Knobs {
             txn_mode: self.txn_mode.value,
             txn_work: self.txn_work.value,
             isolation: self.isolation.value,
+            checkpoint: self.checkpoint.value,
             stop: crate::db::StopFlag::default(),
         }
     }
@@ -231,6 +232,14 @@ pub struct ReportSettings {
     /// runbuilds polls inside one transaction (added field).
     #[serde(default)]
     pub poll_txn: bool,
+    /// webui's write views that may run at once (added field; 0 in reports
+    /// written before it).
+    #[serde(default)]
+    pub writers: u32,
+    /// Who runs WAL checkpoints (added field; "" in reports written before
+    /// it).
+    #[serde(default)]
+    pub checkpoint: String,
 }
 
 impl ReportSettings {
@@ -252,6 +261,8 @@ impl ReportSettings {
             isolation: k.isolation.value.to_string(),
             mysql_engine: k.mysql_engine.value.to_string(),
             poll_txn: k.poll_txn.value,
+            writers: k.writers.value,
+            checkpoint: k.checkpoint.value.to_string(),
         }
     }
 }

@@ -158,6 +158,19 @@ knob_enum!(
 );
 
 knob_enum!(
+    /// Who copies the WAL back into the database file (SQLite in WAL mode).
+    CheckpointMode, "checkpoint mode" {
+        /// SQLite's default: the connection whose COMMIT takes the WAL past
+        /// 1000 pages runs the checkpoint then, on its own request's time.
+        Auto => "auto",
+        /// `PRAGMA wal_autocheckpoint = 0` on every connection, and each
+        /// daemon runs a PASSIVE checkpoint every 100 ms on its own thread
+        /// and connection: writers only append to the WAL.
+        Background => "background",
+    }
+);
+
+knob_enum!(
     /// How webui creates a build request.
     CreateShape, "create shape" {
         /// The original demo's view: get or create the project, read the queue
@@ -167,6 +180,11 @@ knob_enum!(
         /// request, then its child rows, each its own transaction, then a
         /// second save of the request.
         Toaster => "toaster",
+        /// Django's `bulk_create`: the same reads as `lab`, then the
+        /// requests in one multi-row INSERT … RETURNING id (SQLite 3.35+,
+        /// PostgreSQL; one INSERT each on MySQL, which cannot return the ids
+        /// of a multi-row INSERT).
+        Bulk => "bulk",
     }
 );
 

@@ -1,6 +1,7 @@
 //! Integration tests of the schema crate, on real SQLite files in temp dirs.
 #![allow(clippy::unwrap_used)]
 
+mod bulk;
 mod classify;
 mod migrate;
 mod retry;

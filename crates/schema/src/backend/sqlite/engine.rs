@@ -15,7 +15,7 @@ use crate::backend::engine::{Engine, Kind};
 use crate::backend::Conn;
 use crate::db::Policy;
 use crate::error::{DbError, LockClass, Phase};
-use crate::settings::TxnMode;
+use crate::settings::{CheckpointMode, TxnMode};
 
 use super::hook::*;
 use crate::backend::conn::OpenError;
@@ -99,6 +99,15 @@ pub fn open(
             policy.synchronous.as_str().to_uppercase()
         ),
         "PRAGMA foreign_keys = ON".to_string(),
+        // SQLite's default is 1000 pages; `background` leaves checkpoints
+        // to the daemons' checkpointer threads (see `checkpoint`).
+        format!(
+            "PRAGMA wal_autocheckpoint = {}",
+            match policy.checkpoint {
+                CheckpointMode::Auto => 1000,
+                CheckpointMode::Background => 0,
+            }
+        ),
     ];
     for pragma in pragmas {
         conn.batch_execute(&pragma)

@@ -13,7 +13,10 @@
 //! - [`toaster`]: Toaster's `Project.schedule_build` per request: the Build row
 //!   first, then the request, then its child rows, then the request saved
 //!   again, then runbuilds woken. Each a patched save.
+//! - [`bulk`]: Django's `bulk_create`: `lab`'s reads, then one multi-row
+//!   INSERT … RETURNING id for all the requests.
 
+pub mod bulk;
 pub mod lab;
 pub mod toaster;
 
@@ -65,7 +68,7 @@ pub fn create(
         } else {
             view(op, conn, shape, spec, notify)
         }?;
-        if shape == CreateShape::Lab {
+        if shape != CreateShape::Toaster {
             notify();
         }
         Ok(created)
@@ -86,6 +89,7 @@ fn view(
     })?;
     let ids = match shape {
         CreateShape::Lab => lab::write(op, conn, project, spec)?,
+        CreateShape::Bulk => bulk::write(op, conn, project, spec)?,
         CreateShape::Toaster => toaster::write(op, conn, project, spec, notify)?,
     };
     Ok(Created { ids, queue_length })
