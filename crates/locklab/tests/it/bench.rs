@@ -74,5 +74,7 @@ fn bench_quick_reports_every_figure_and_no_lock_failure() {
         b["ingester_alone"]
     );
     assert_eq!(b["lock_failures"], 0, "{b}");
+    // The ceiling ran with robust's checkpointing, as its daemons did.
+    assert_eq!(b["ceiling"]["checkpoint"], "background", "{b}");
     assert!(b["who_sampler"].as_str().unwrap().starts_with("off"));
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer};
+use schema::backend::Conn;
 use schema::db::Policy;
 use schema::models::{BuildRequest, Needs, NewRequest, Project};
 use schema::settings::{CheckpointMode, JournalMode};
@@ -22,7 +23,13 @@ struct Value {
 fn create_many_inserts_every_row_and_returns_each_id() {
     let db = TestDb::new(JournalMode::Wal);
     let mut conn = db.conn(Policy::default());
-    let c = conn.diesel();
+    bulk_creates_every_row(conn.diesel());
+}
+
+/// `create_many` on a fresh database of any backend: every row stored, each
+/// id returned once, and the capped queue count right on both sides of its
+/// cap.
+pub fn bulk_creates_every_row(c: &mut Conn) {
     let project = Project::create(c, "bulk").unwrap();
     let needs = Needs::default();
     let new = NewRequest {

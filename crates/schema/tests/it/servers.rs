@@ -203,3 +203,14 @@ fn bad_server_urls_give_one_clear_line() {
         assert!(e.to_lowercase().contains(expect), "{url}: {e}");
     }
 }
+
+#[test]
+#[ignore = "needs PostgreSQL/MariaDB; run by scripts/test-servers"]
+fn bulk_create_returns_every_id_on_both_servers() {
+    // PostgreSQL: one multi-row INSERT … RETURNING; MySQL: one INSERT each.
+    for (kind, name) in [(Kind::Postgres, "bulk_pg"), (Kind::Mysql, "bulk_my")] {
+        let target = server_db(kind, name);
+        let mut c = conn(&target, Duration::from_secs(5), Isolation::ReadCommitted);
+        crate::bulk::bulk_creates_every_row(c.diesel());
+    }
+}
