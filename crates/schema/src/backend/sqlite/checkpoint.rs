@@ -32,9 +32,12 @@ struct CheckpointRow {
 pub struct Checkpoints {
     /// Checkpoints that ran to their end (`busy` = 0).
     pub done: u64,
-    /// Checkpoints another checkpointer or a lock cut short.
+    /// Checkpoints cut short: another checkpointer or a reader's snapshot
+    /// (SQLITE_BUSY, or busy = 1), or an error such as a full disk.
     pub busy: u64,
-    /// Pages copied into the database file.
+    /// The sum of the frames each finished checkpoint reported as
+    /// checkpointed: frames an earlier one copied count again until the WAL
+    /// restarts, so this measures work seen, not distinct pages.
     pub pages: u64,
     /// Wall time spent checkpointing.
     pub time: Duration,
@@ -83,7 +86,8 @@ fn run(path: &std::path::Path, stop: &StopFlag) -> Checkpoints {
                 done.pages += u64::try_from(r.checkpointed.max(0)).unwrap_or(0);
             }
             Ok(_) => done.busy += 1,
-            // SQLITE_BUSY: another connection checkpoints now.
+            // SQLITE_BUSY (another connection checkpoints now) or an I/O
+            // error; the next turn tries again.
             Err(_) => done.busy += 1,
         }
         done.time += t0.elapsed();
