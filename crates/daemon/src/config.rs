@@ -305,16 +305,10 @@ impl Daemon {
             stop: lab.stop_flag(),
             ..settings.knobs.policy()
         };
-        let checkpoint = policy.checkpoint;
-        let stop = policy.stop.clone();
+        // Detached: it ends with the stop flag, or with the process.
+        schema::db::start_checkpointer(&name, target, &policy)
+            .context("starting the checkpointer thread")?;
         let pool = build_pool(target, policy, pool_size).map_err(anyhow::Error::msg)?;
-        if let (schema::settings::CheckpointMode::Background, Some(file)) =
-            (checkpoint, target.sqlite_path())
-        {
-            // Detached: it ends with the stop flag, or with the process.
-            schema::db::spawn_checkpointer(name.clone(), file.to_path_buf(), stop)
-                .context("starting the checkpointer thread")?;
-        }
         let mut conn = pool.get().context("opening a first connection")?;
         let (journal, synchronous) =
             schema::migrate::read_file_modes(&mut conn).context("reading the journal mode back")?;

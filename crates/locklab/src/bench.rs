@@ -179,18 +179,9 @@ fn ceiling(dir: &Path, knobs: &schema::settings::Knobs, quick: bool) -> anyhow::
     let policy = knobs.policy();
     // The same checkpointing as the preset's daemons: under `background` a
     // checkpointer thread beside the writer, as each daemon runs one.
-    let checkpointer = match (policy.checkpoint, target.sqlite_path()) {
-        (schema::settings::CheckpointMode::Background, Some(file)) => Some((
-            policy.stop.clone(),
-            schema::db::spawn_checkpointer(
-                "ceiling".into(),
-                file.to_path_buf(),
-                policy.stop.clone(),
-            )
-            .context("starting the ceiling's checkpointer")?,
-        )),
-        _ => None,
-    };
+    let stop = policy.stop.clone();
+    let checkpointer = schema::db::start_checkpointer("ceiling", &target, &policy)
+        .context("starting the ceiling's checkpointer")?;
     let mut conn =
         LabConn::open(&target, Arc::new(policy), false).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rows = Rows {
@@ -223,7 +214,7 @@ fn ceiling(dir: &Path, knobs: &schema::settings::Knobs, quick: bool) -> anyhow::
         rows,
         checkpoint: knobs.checkpoint.value.to_string(),
     };
-    if let Some((stop, thread)) = checkpointer {
+    if let Some(thread) = checkpointer {
         stop.set();
         let _ = thread.join();
     }

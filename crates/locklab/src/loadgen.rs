@@ -156,26 +156,9 @@ impl Load {
     }
 }
 
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    )
-}
-
 fn client_loop(spec: &LoadSpec, state: &LoadState, client: u32, token: u32, deadline: Instant) {
     client_requests(spec, state, client, token, deadline);
-    let used = u64::try_from(thread_cpu().as_micros()).unwrap_or(u64::MAX);
+    let used = u64::try_from(schema::stats::thread_cpu().as_micros()).unwrap_or(u64::MAX);
     state.cpu_us.fetch_add(used, Ordering::Relaxed);
 }
 

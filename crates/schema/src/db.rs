@@ -8,7 +8,8 @@ use crate::settings::{CheckpointMode, Isolation, Synchronous, TxnMode};
 
 pub(crate) use crate::backend::sqlite::pragma_text;
 pub use crate::backend::sqlite::{
-    process_lock_wait, spawn_checkpointer, sqlite_busy_delay, BusyRecord, Checkpoints, StopFlag,
+    process_lock_wait, spawn_checkpointer, sqlite_busy_delay, start_checkpointer, BusyRecord,
+    Checkpoints, StopFlag,
 };
 pub use crate::backend::*;
 

@@ -730,6 +730,24 @@ pub struct OpReport {
     pub in_flight_at_death: u64,
 }
 
+/// CPU time of the calling thread.
+pub fn thread_cpu() -> Duration {
+    // SAFETY: all-zero bytes are a valid timespec; clock_gettime writes only
+    // into it.
+    let (rc, ts) = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        let rc = libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+        (rc, ts)
+    };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
 /// This process's CPU seconds (user + system) and peak RSS in MiB.
 pub fn own_usage() -> Option<(f64, f64)> {
     // SAFETY: getrusage fills the zeroed struct it is given.

@@ -226,24 +226,6 @@ impl Tracker {
     }
 }
 
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    // SAFETY: all-zero bytes are a valid timespec; clock_gettime writes only
-    // into it.
-    let (rc, ts) = unsafe {
-        let mut ts: libc::timespec = std::mem::zeroed();
-        let rc = libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
-        (rc, ts)
-    };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    )
-}
-
 /// What a sampler is told at start.
 #[derive(Debug, Clone)]
 pub struct SamplerOptions {
@@ -328,7 +310,7 @@ impl Known {
 }
 
 fn sample_loop(mut watch: Watch, opts: SamplerOptions, stop: &AtomicBool) -> WhoReport {
-    let cpu_start = thread_cpu();
+    let cpu_start = schema::stats::thread_cpu();
     let anchor = Instant::now();
     let anchor_us = now_micros();
     let wall =
@@ -416,7 +398,7 @@ fn sample_loop(mut watch: Watch, opts: SamplerOptions, stop: &AtomicBool) -> Who
             next = now;
         }
     };
-    let cpu = thread_cpu().saturating_sub(cpu_start);
+    let cpu = schema::stats::thread_cpu().saturating_sub(cpu_start);
     let report = build_report(
         &watch,
         &opts,

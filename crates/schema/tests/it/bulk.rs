@@ -7,8 +7,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer};
 use schema::backend::Conn;
 use schema::db::Policy;
-use schema::models::{BuildRequest, Needs, NewRequest, Project};
+use schema::models::{BuildRequest, Needs, Project};
 use schema::settings::{CheckpointMode, JournalMode};
+use schema::strategy::create::CreateSpec;
 use schema::types::RequestState;
 
 use crate::TestDb;
@@ -17,6 +18,18 @@ use crate::TestDb;
 struct Value {
     #[diesel(sql_type = BigInt)]
     v: i64,
+}
+
+/// A create of one request by "test", tagged with `client_request_id`.
+fn spec(client_request_id: &str) -> CreateSpec {
+    CreateSpec {
+        project: "test".into(),
+        count: 1,
+        needs: Needs::default(),
+        priority: 0,
+        client_request_id: client_request_id.into(),
+        submitted_by: "test".into(),
+    }
 }
 
 #[test]
@@ -31,15 +44,8 @@ fn create_many_inserts_every_row_and_returns_each_id() {
 /// cap.
 pub fn bulk_creates_every_row(c: &mut Conn) {
     let project = Project::create(c, "bulk").unwrap();
-    let needs = Needs::default();
-    let new = NewRequest {
-        project_id: project,
-        needs: &needs,
-        priority: 0,
-        submitted_by: "test",
-        client_request_id: Some("bulk-1"),
-        build_id: None,
-    };
+    let spec = spec("bulk-1");
+    let new = spec.new_request(project, None);
     // 63 = one statement of 50, one of 10 and three of 1.
     let ids = BuildRequest::create_many(c, &new, 63).unwrap();
     assert_eq!(ids.len(), 63);
@@ -81,7 +87,7 @@ fn background_checkpoints_leave_the_wal_to_the_checkpointer() {
         ..Policy::default()
     };
     let stop = policy.stop.clone();
-    let mut conn = db.conn(policy);
+    let mut conn = db.conn(policy.clone());
     let c = conn.diesel();
     let pages: Pages = diesel::sql_query("PRAGMA wal_autocheckpoint")
         .get_result(c)
@@ -92,18 +98,12 @@ fn background_checkpoints_leave_the_wal_to_the_checkpointer() {
         .unwrap();
     assert_eq!(auto.wal_autocheckpoint, 1000, "SQLite's default under auto");
 
-    let file = db.target.sqlite_path().unwrap().to_path_buf();
-    let thread = schema::db::spawn_checkpointer("test".into(), file, stop.clone()).unwrap();
+    let thread = schema::db::start_checkpointer("test", &db.target, &policy)
+        .unwrap()
+        .expect("background on SQLite starts a checkpointer");
     let project = Project::create(c, "ckpt").unwrap();
-    let needs = Needs::default();
-    let new = NewRequest {
-        project_id: project,
-        needs: &needs,
-        priority: 0,
-        submitted_by: "test",
-        client_request_id: None,
-        build_id: None,
-    };
+    let spec = spec("ckpt-1");
+    let new = spec.new_request(project, None);
     BuildRequest::create_many(c, &new, 500).unwrap();
     // Give the thread a few of its 100 ms turns with frames to copy.
     std::thread::sleep(Duration::from_millis(500));

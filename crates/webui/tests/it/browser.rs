@@ -134,13 +134,7 @@ impl Site {
             &[("X-Request-Id", request_id)],
         )
         .unwrap();
-        assert_eq!(a.status, 201, "{a:?}");
-        a.json()["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect()
+        crate::created_ids(&a)
     }
 
     /// The row of request `id` in the table whose header names the columns

@@ -93,8 +93,6 @@ impl Web {
     }
 }
 
-/// Asserts a JSON error answer: the status, `Content-Type: application/json`,
-/// a non-empty `error`, and `field` exactly as given (absent when None).
 /// Creates `count` requests of `project` through the JSON API; their ids.
 pub fn create(web: &Web, project: &str, count: i64) -> Vec<i64> {
     let a = testkit::post_json(
@@ -102,6 +100,11 @@ pub fn create(web: &Web, project: &str, count: i64) -> Vec<i64> {
         &serde_json::json!({"project": project, "count": count}),
     )
     .unwrap();
+    created_ids(&a)
+}
+
+/// The ids of a create's 201 answer (which it asserts).
+pub fn created_ids(a: &Answer) -> Vec<i64> {
     assert_eq!(a.status, 201, "{a:?}");
     a.json()["ids"]
         .as_array()
@@ -111,6 +114,8 @@ pub fn create(web: &Web, project: &str, count: i64) -> Vec<i64> {
         .collect()
 }
 
+/// Asserts a JSON error answer: the status, `Content-Type: application/json`,
+/// a non-empty `error`, and `field` exactly as given (absent when None).
 pub fn assert_json_error(a: &Answer, status: u16, field: Option<&str>, case: &str) {
     assert_eq!(a.status, status, "{case}: {a:?}");
     assert!(

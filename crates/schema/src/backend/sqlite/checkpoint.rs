@@ -43,6 +43,23 @@ pub struct Checkpoints {
     pub time: Duration,
 }
 
+/// Starts the checkpointer that `policy` asks for: under `background`, on an
+/// SQLite file, one thread that ends with the policy's stop flag; None
+/// otherwise (SQLite's own auto-checkpoints, or a server).
+pub fn start_checkpointer(
+    process: &str,
+    target: &crate::backend::target::DbTarget,
+    policy: &crate::db::Policy,
+) -> std::io::Result<Option<std::thread::JoinHandle<Checkpoints>>> {
+    match (policy.checkpoint, target.sqlite_path()) {
+        (crate::settings::CheckpointMode::Background, Some(file)) => {
+            spawn_checkpointer(process.to_string(), file.to_path_buf(), policy.stop.clone())
+                .map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Starts the checkpointer of the SQLite file `path`; it ends when `stop` is
 /// set, logs its counts as `process` and returns them.
 pub fn spawn_checkpointer(

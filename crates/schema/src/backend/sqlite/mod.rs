@@ -36,7 +36,7 @@ mod checkpoint;
 mod engine;
 mod hook;
 
-pub use checkpoint::{spawn_checkpointer, Checkpoints, CHECKPOINT_EVERY};
+pub use checkpoint::{spawn_checkpointer, start_checkpointer, Checkpoints, CHECKPOINT_EVERY};
 pub(crate) use engine::pragma_text;
 pub use engine::{open, SqliteEngine};
 pub use hook::{process_lock_wait, sqlite_busy_delay, BusyRecord, StopFlag};

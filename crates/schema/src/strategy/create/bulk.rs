@@ -10,7 +10,7 @@
 use super::CreateSpec;
 use crate::db::LabConn;
 use crate::error::OpError;
-use crate::models::{BuildRequest, NewRequest};
+use crate::models::BuildRequest;
 use crate::ops::Op;
 use crate::types::{ProjectId, RequestId};
 
@@ -20,14 +20,7 @@ pub fn write(
     project: ProjectId,
     spec: &CreateSpec,
 ) -> Result<Vec<RequestId>, OpError> {
-    let new = NewRequest {
-        project_id: project,
-        needs: &spec.needs,
-        priority: spec.priority,
-        submitted_by: &spec.submitted_by,
-        client_request_id: Some(&spec.client_request_id),
-        build_id: None,
-    };
+    let new = spec.new_request(project, None);
     let count = usize::try_from(spec.count).unwrap_or(0);
     op.write(conn, |tx| {
         let mut ids = Vec::new();

@@ -22,10 +22,10 @@ pub mod toaster;
 
 use crate::db::LabConn;
 use crate::error::OpError;
-use crate::models::{BuildRequest, Needs, Project};
+use crate::models::{BuildRequest, Needs, NewRequest, Project};
 use crate::ops::{Lab, Op};
 use crate::settings::CreateShape;
-use crate::types::{ProjectId, RequestId};
+use crate::types::{BuildId, ProjectId, RequestId};
 
 /// One validated create.
 #[derive(Debug, Clone)]
@@ -38,6 +38,21 @@ pub struct CreateSpec {
     pub client_request_id: String,
     /// The process that submits (webui's name).
     pub submitted_by: String,
+}
+
+impl CreateSpec {
+    /// The request row this spec creates in `project`, pointing at `build`
+    /// where the shape made a Build first.
+    pub fn new_request(&self, project: ProjectId, build: Option<BuildId>) -> NewRequest<'_> {
+        NewRequest {
+            project_id: project,
+            needs: &self.needs,
+            priority: self.priority,
+            submitted_by: &self.submitted_by,
+            client_request_id: Some(&self.client_request_id),
+            build_id: build,
+        }
+    }
 }
 
 /// The create's answer counts the queue up to this many requests; a longer

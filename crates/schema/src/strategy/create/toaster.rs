@@ -15,7 +15,7 @@
 use super::CreateSpec;
 use crate::db::LabConn;
 use crate::error::OpError;
-use crate::models::{children, create_build_target, Build, BuildRequest, Child, NewRequest};
+use crate::models::{children, create_build_target, Build, BuildRequest, Child};
 use crate::ops::Op;
 use crate::types::{ProjectId, RequestId};
 
@@ -42,14 +42,7 @@ pub fn schedule_build(
     spec: &CreateSpec,
 ) -> Result<RequestId, OpError> {
     let build = op.save(conn, |tx| Ok(tx.inserted(Build::create_empty)?))?;
-    let new = NewRequest {
-        project_id: project,
-        needs: &spec.needs,
-        priority: spec.priority,
-        submitted_by: &spec.submitted_by,
-        client_request_id: Some(&spec.client_request_id),
-        build_id: Some(build),
-    };
+    let new = spec.new_request(project, Some(build));
     let request = op.save(conn, |tx| {
         Ok(tx.inserted(|c| BuildRequest::create(c, &new))?)
     })?;
