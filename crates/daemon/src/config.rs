@@ -253,6 +253,15 @@ impl Settings {
     }
 }
 
+/// Why a daemon wakes runbuilds ([`Daemon::notify_runbuilds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeWhy {
+    /// webui queued a request (Toaster wakes runbuilds after each create).
+    Created,
+    /// buildinfohelper ended a build and freed its environments.
+    BuildEnded,
+}
+
 /// A started daemon: its settings, pool and counters.
 pub struct Daemon {
     pub settings: Settings,
@@ -263,7 +272,7 @@ pub struct Daemon {
     /// Set by POST /drain.
     pub draining: Arc<AtomicBool>,
     /// Wakes runbuilds under LAB_WAKE=notify (None under poll).
-    pub notifier: Option<crate::wake::Notifier>,
+    pub notifier: crate::wake::Notifier,
     /// A daemon whose work loop must confirm the drain (runbuilds: no claim
     /// in flight) sets this; it then reports `drained` only once its loop
     /// saw the drain.
@@ -418,15 +427,13 @@ impl Daemon {
                 settings.wake_urls.join(",")
             );
         }
-        let notifier =
-            (settings.knobs.wake.value == schema::settings::WakeMode::Notify).then(|| {
-                crate::wake::Notifier::new(
-                    &name,
-                    target.side_dir(),
-                    settings.pidfile.as_ref().map(|p| p.value.clone()),
-                    settings.wake_urls.clone(),
-                )
-            });
+        // Both wake modes notify at the end of a build (see [`WakeWhy`]).
+        let notifier = crate::wake::Notifier::new(
+            &name,
+            target.side_dir(),
+            settings.pidfile.as_ref().map(|p| p.value.clone()),
+            settings.wake_urls.clone(),
+        );
         let report_settings = ReportSettings::from_knobs(&settings.knobs, &journal, &synchronous);
         Ok(Daemon {
             lab: lab.with_trace(trace),
@@ -463,10 +470,17 @@ impl Daemon {
         }
     }
 
-    /// Wakes runbuilds if the wake mode is `notify`.
-    pub fn notify_runbuilds(&self) {
-        if let Some(n) = &self.notifier {
-            n.notify();
+    /// Wakes runbuilds for `why`, if the wake mode does: under `notify`
+    /// always (Toaster's `signal_runbuilds()`), under `poll` only when a
+    /// build ended, which frees its environments: the next request need not
+    /// wait for the poll interval.
+    pub fn notify_runbuilds(&self, why: WakeWhy) {
+        let wanted = match self.settings.knobs.wake.value {
+            schema::settings::WakeMode::Notify => true,
+            schema::settings::WakeMode::Poll => why == WakeWhy::BuildEnded,
+        };
+        if wanted {
+            self.notifier.notify();
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! What makes it run a pass is `LAB_WAKE`:
 //! - `poll`: every poll interval, at once again after a pass that did work,
-//!   and when woken (SIGUSR1, `POST /wake`);
+//!   and when woken (SIGUSR1, `POST /wake`): buildinfohelper wakes it at the
+//!   end of each build, which frees environments;
 //! - `notify`: only when woken, as Toaster's runbuilds (webui wakes it after
 //!   each create, buildinfohelper at the end of each build). One wake runs the
 //!   pass `LAB_WAKE_PASSES` times (7 by default: Toaster's loop runs once per

@@ -468,7 +468,7 @@ pub(crate) async fn create_requests(
             knobs.create_shape.value,
             knobs.atomic_requests.value,
             &spec,
-            &|| d.notify_runbuilds(),
+            &|| d.notify_runbuilds(daemon::WakeWhy::Created),
         )
         .map_err(|e| op_failed("create_request", e))
     })

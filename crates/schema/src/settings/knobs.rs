@@ -199,8 +199,9 @@ knobs! {
     /// App work inside each write transaction, modelling a slower stack.
     txn_work: Duration = TXN_WORK("--txn-work", "LAB_TXN_WORK", alias None, "DURATION"),
         parse parse_duration, alias_parse None, default Duration::ZERO;
-    /// What makes runbuilds schedule: poll (every poll interval) or notify
-    /// (only when webui or buildinfohelper wake it, as Toaster does).
+    /// What makes runbuilds schedule: poll (every poll interval, and when
+    /// buildinfohelper ends a build) or notify (only when webui or
+    /// buildinfohelper wake it, as Toaster does).
     wake: WakeMode = WAKE("--wake", "LAB_WAKE", alias None, "MODE"),
         parse by_name, alias_parse None, default WakeMode::Poll;
     /// How webui creates a request: lab (the demo's view) or toaster (Build
