@@ -224,7 +224,11 @@ pub async fn run(d: daemon::Daemon, own: Own) -> anyhow::Result<()> {
     let wd = d.clone();
     let worker = daemon::Worker {
         name: "ingester",
-        run: Box::new(move || ingest_loop(&ingester, &pool, &|| wd.notify_runbuilds(daemon::WakeWhy::BuildEnded))),
+        run: Box::new(move || {
+            ingest_loop(&ingester, &pool, &|| {
+                wd.notify_runbuilds(daemon::WakeWhy::BuildEnded)
+            })
+        }),
     };
     daemon::serve(d, |_cfg| {}, 1, vec![worker], || {}).await
 }

@@ -4,18 +4,20 @@
 
 use std::time::Duration;
 
-use crate::settings::{CheckpointMode, Isolation, Synchronous, TxnMode};
+use crate::settings::{BusyWait, CheckpointMode, Isolation, Synchronous, TxnMode};
 
 pub(crate) use crate::backend::sqlite::pragma_text;
 pub use crate::backend::sqlite::{
-    process_lock_wait, spawn_checkpointer, sqlite_busy_delay, start_checkpointer, BusyRecord,
-    Checkpoints, StopFlag,
+    busy_delay, process_lock_wait, spawn_checkpointer, sqlite_busy_delay, start_checkpointer,
+    BusyRecord, Checkpoints, StopFlag,
 };
 pub use crate::backend::*;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub busy_timeout: Duration,
+    /// How the busy handler sleeps between retries (SQLite only).
+    pub busy_wait: BusyWait,
     pub synchronous: Synchronous,
     pub txn_mode: TxnMode,
     /// A server's isolation level (SQLite ignores it).
@@ -33,6 +35,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             busy_timeout: Duration::from_secs(5),
+            busy_wait: BusyWait::Sqlite,
             synchronous: Synchronous::Full,
             txn_mode: TxnMode::Deferred,
             isolation: Isolation::ReadCommitted,

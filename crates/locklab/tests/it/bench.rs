@@ -83,6 +83,17 @@ fn bench_quick_reports_every_figure_and_no_lock_failure() {
         "{}",
         b["ingester_alone"]
     );
+    // Three builds, one after the other; the figure is the fastest.
+    let each: Vec<f64> = b["ingester_alone"]["ingest_s_each"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(b["ingester_alone"]["builds"], 3, "{}", b["ingester_alone"]);
+    assert_eq!(each.len(), 3, "{each:?}");
+    assert!(each.iter().all(|s| *s > 0.0), "{each:?}");
+    assert_eq!(ingest, each.iter().copied().fold(f64::INFINITY, f64::min));
     assert_eq!(b["lock_failures"], 0, "{b}");
     // The ceiling ran with robust's checkpointing, as its daemons did.
     assert_eq!(b["ceiling"]["checkpoint"], "background", "{b}");

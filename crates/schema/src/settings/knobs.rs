@@ -51,7 +51,8 @@ knob_text_by_display!(
     CommitPolicy,
     WakeMode,
     CreateShape,
-    CheckpointMode
+    CheckpointMode,
+    BusyWait
 );
 
 /// Parses an enum knob by its `FromStr`.
@@ -161,6 +162,13 @@ knobs! {
     /// lock_timeout, MySQL's innodb_lock_wait_timeout (whole seconds).
     busy_timeout: Duration = BUSY_TIMEOUT("--busy-timeout", "LAB_BUSY_TIMEOUT", alias Some("TIMEOUT"), "DURATION"),
         parse parse_duration, alias_parse None, default secs(5);
+    /// How a connection waits for SQLite's write lock: sqlite (SQLite's
+    /// busy-timeout schedule, 1, 2, 5 … 100 ms: the longer it has waited,
+    /// the longer it sleeps) or fair[:INTERVAL] (the same short sleep on
+    /// every retry, 100us unless given). The busy timeout bounds both.
+    /// SQLite only.
+    busy_wait: BusyWait = BUSY_WAIT("--busy-wait", "LAB_BUSY_WAIT", alias None, "MODE"),
+        parse by_name, alias_parse None, default BusyWait::Sqlite;
     /// PRAGMA synchronous: full, normal or off. SQLite only.
     synchronous: Synchronous = SYNCHRONOUS("--synchronous", "LAB_SYNCHRONOUS", alias None, "MODE"),
         parse by_name, alias_parse None, default Synchronous::Full;

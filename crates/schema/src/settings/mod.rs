@@ -164,6 +164,21 @@ mod tests {
         );
         assert!("batch:0".parse::<CommitPolicy>().is_err());
         assert_eq!(
+            "fair".parse::<BusyWait>(),
+            Ok(BusyWait::Fair(Duration::from_micros(100)))
+        );
+        assert_eq!(
+            "fair:1ms".parse::<BusyWait>(),
+            Ok(BusyWait::Fair(Duration::from_millis(1)))
+        );
+        assert_eq!("SQLite".parse::<BusyWait>(), Ok(BusyWait::Sqlite));
+        for bad in ["fair:0s", "fair:1s", "fair:", "fast"] {
+            assert!(bad.parse::<BusyWait>().is_err(), "{bad}");
+        }
+        for w in [BusyWait::Sqlite, BusyWait::Fair(Duration::from_micros(250))] {
+            assert_eq!(w.to_string().parse::<BusyWait>(), Ok(w), "{w}");
+        }
+        assert_eq!(
             parse_environments(DEFAULT_ENVIRONMENTS).expect("envs"),
             vec![
                 ("qemux86".to_string(), 3),

@@ -170,6 +170,7 @@ pub const PRESETS: &[Preset] = &[
             create_shape: Some(CreateShape::Bulk),
             writers: Some(1),
             checkpoint: Some(CheckpointMode::Background),
+            busy_wait: Some(BusyWait::Fair(BusyWait::FAIR_DEFAULT)),
             ..IMMEDIATE
         },
         event_delay: None,

@@ -195,6 +195,7 @@ impl Knobs {
     pub fn policy(&self) -> crate::db::Policy {
         crate::db::Policy {
             busy_timeout: self.busy_timeout.value,
+            busy_wait: self.busy_wait.value,
             synchronous: self.synchronous.value,
             txn_mode: self.txn_mode.value,
             txn_work: self.txn_work.value,
@@ -240,6 +241,10 @@ pub struct ReportSettings {
     /// it).
     #[serde(default)]
     pub checkpoint: String,
+    /// How a connection waits for SQLite's write lock (added field; "" in
+    /// reports written before it).
+    #[serde(default)]
+    pub busy_wait: String,
 }
 
 impl ReportSettings {
@@ -263,6 +268,7 @@ impl ReportSettings {
             poll_txn: k.poll_txn.value,
             writers: k.writers.value,
             checkpoint: k.checkpoint.value.to_string(),
+            busy_wait: k.busy_wait.value.to_string(),
         }
     }
 }

@@ -148,7 +148,9 @@ knob_enum!(
 knob_enum!(
     /// What makes runbuilds schedule.
     WakeMode, "wake mode" {
-        /// Every poll interval, and when woken.
+        /// Every poll interval, at once after a pass that claimed, and when
+        /// buildinfohelper ends a build (it frees environments; webui does
+        /// not wake it).
         Poll => "poll",
         /// Only when notified (SIGUSR1 or POST /wake), as Toaster's runbuilds:
         /// webui notifies after each create, buildinfohelper at the end of each
@@ -228,6 +230,64 @@ impl FromStr for CommitPolicy {
 }
 
 impl Serialize for CommitPolicy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// How a connection waits for SQLite's write lock in the lab's busy handler
+/// (`LAB_BUSY_WAIT`). Either way the busy timeout bounds the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BusyWait {
+    /// SQLite's own busy-timeout schedule (`sqliteDefaultBusyCallback`):
+    /// 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, then 100 ms. The longer a
+    /// connection has waited, the longer it sleeps, so a writer that comes
+    /// back every few ms overtakes it again and again. What Django gets.
+    Sqlite,
+    /// The same short sleep before every retry, however long the wait
+    /// (Rails 8's handler does this with 1 ms): a waiter wakes inside the
+    /// holder's next gap between transactions.
+    Fair(Duration),
+}
+
+impl BusyWait {
+    /// `fair` without an interval.
+    pub const FAIR_DEFAULT: Duration = Duration::from_micros(100);
+    /// The longest `fair` interval: SQLite's own longest sleep.
+    pub const FAIR_MAX: Duration = Duration::from_millis(100);
+}
+
+impl fmt::Display for BusyWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BusyWait::Sqlite => f.write_str("sqlite"),
+            BusyWait::Fair(d) => write!(f, "fair:{}", fmt_duration(*d)),
+        }
+    }
+}
+
+impl FromStr for BusyWait {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        let bad = || {
+            format!(
+                "unknown busy wait {s:?}; expected sqlite, fair, or fair:INTERVAL \
+                 (above 0, at most 100ms; e.g. fair:1ms)"
+            )
+        };
+        match s.as_str() {
+            "sqlite" => Ok(BusyWait::Sqlite),
+            "fair" => Ok(BusyWait::Fair(BusyWait::FAIR_DEFAULT)),
+            _ => match s.strip_prefix("fair:").map(parse_duration) {
+                Some(Ok(d)) if !d.is_zero() && d <= BusyWait::FAIR_MAX => Ok(BusyWait::Fair(d)),
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+impl Serialize for BusyWait {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }

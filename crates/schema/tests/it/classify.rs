@@ -3,10 +3,10 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use schema::db::{AttemptFailure, LabConn, Tx};
+use schema::db::{AttemptFailure, LabConn, Policy, Tx};
 use schema::error::{LockClass, TxError};
 use schema::models::Project;
-use schema::settings::{JournalMode, TxnMode};
+use schema::settings::{BusyWait, JournalMode, TxnMode};
 
 use crate::{policy, serial, TestDb};
 
@@ -128,6 +128,48 @@ fn held_write_lock_past_the_timeout_is_busy_timeout() {
         assert!(writer.total_lock_wait() >= Duration::from_millis(400));
         holder.execute_raw("ROLLBACK").unwrap();
     }
+}
+
+/// `fair` retries on a short fixed interval instead of SQLite's growing
+/// sleeps, and still gives up at the timeout, as busy_timeout.
+#[test]
+fn fair_busy_wait_retries_often_and_still_times_out() {
+    let _serial = serial();
+    let db = TestDb::new(JournalMode::Wal);
+    let mut holder = db.conn(policy(200, TxnMode::Deferred));
+    hold_write_lock(&mut holder, "holder");
+    let mut calls = Vec::new();
+    for wait in [BusyWait::Sqlite, BusyWait::Fair(Duration::from_millis(1))] {
+        let mut writer = db.conn(Policy {
+            busy_wait: wait,
+            ..policy(200, TxnMode::Immediate)
+        });
+        let err = writer
+            .write_txn("test", &mut |tx| Ok(Project::create(tx.conn(), "writer")?))
+            .expect_err("timeout");
+        match err.error {
+            AttemptFailure::Db(e) => {
+                assert_eq!(e.class, LockClass::BusyTimeout, "{wait}");
+                assert!(
+                    e.waited >= Duration::from_millis(200),
+                    "{wait}: {:?}",
+                    e.waited
+                );
+                calls.push(e.busy_calls);
+            }
+            AttemptFailure::Aborted(r) => panic!("aborted: {r}"),
+        }
+    }
+    // SQLite's schedule fits 10 sleeps in 200 ms (1+2+5+…+50, the last cut);
+    // 1 ms sleeps fit up to 200, fewer when each oversleeps on a busy machine.
+    assert!((2..=12).contains(&calls[0]), "sqlite: {} calls", calls[0]);
+    assert!(
+        calls[1] >= 3 * calls[0],
+        "fair: {} calls, sqlite {}",
+        calls[1],
+        calls[0]
+    );
+    holder.execute_raw("ROLLBACK").unwrap();
 }
 
 /// With immediate transactions the read-then-write waits at BEGIN, and succeeds

@@ -57,7 +57,11 @@ pub fn open(
             "the auto extension did not see the new connection".to_string(),
         ));
     }
-    let hook = Box::new(Hook::new(policy.busy_timeout, policy.stop.clone()));
+    let hook = Box::new(Hook::new(
+        policy.busy_timeout,
+        policy.busy_wait,
+        policy.stop.clone(),
+    ));
     let ctx = &*hook as *const Hook as *mut c_void;
     let busy_ctx = Box::new(BusyCtxBox(BusyCtx {
         hook: &*hook as *const Hook,

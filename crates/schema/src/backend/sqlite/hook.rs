@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use libsqlite3_sys as ffi;
 
+use crate::settings::BusyWait;
 use crate::types::now_micros;
 
 // ---------------------------------------------------------------------------
@@ -90,6 +91,27 @@ pub fn sqlite_busy_delay(count: u32, timeout: Duration) -> Option<Duration> {
     (delay > 0).then(|| Duration::from_millis(delay))
 }
 
+/// The sleep before the next retry under `wait`, or None to give up: the
+/// `count`-th call (from 0) of a lock event that began `waited` ago.
+/// `sqlite` follows [`sqlite_busy_delay`]; `fair` sleeps its interval until
+/// the clock passes the timeout, the last sleep cut to what is left. (Its
+/// sleeps are too short to count nominally: each oversleeps by the kernel's
+/// timer slack, tens of µs.)
+pub fn busy_delay(
+    wait: BusyWait,
+    count: u32,
+    waited: Duration,
+    timeout: Duration,
+) -> Option<Duration> {
+    match wait {
+        BusyWait::Sqlite => sqlite_busy_delay(count, timeout),
+        BusyWait::Fair(interval) => {
+            let left = timeout.saturating_sub(waited);
+            (!left.is_zero()).then(|| interval.min(left))
+        }
+    }
+}
+
 /// What the busy handler did during the current statement.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BusyRecord {
@@ -135,6 +157,7 @@ impl StmtState {
 #[derive(Debug)]
 pub(super) struct Hook {
     pub(super) timeout: Duration,
+    pub(super) wait: BusyWait,
     /// Set at shutdown: the handler gives up at its next call, so that no wait
     /// outlives the process's stop (the failure is a real SQLITE_BUSY).
     pub(super) stop: StopFlag,
@@ -151,9 +174,10 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hook {
-    pub(super) fn new(timeout: Duration, stop: StopFlag) -> Hook {
+    pub(super) fn new(timeout: Duration, wait: BusyWait, stop: StopFlag) -> Hook {
         Hook {
             timeout,
+            wait,
             stop,
             stmt: Mutex::new(StmtState::default()),
             acquired: Mutex::new(None),
@@ -202,10 +226,14 @@ impl Hook {
             wait_enter(now);
         }
         let count = u32::try_from(count.max(0)).unwrap_or(u32::MAX);
+        let waited = st
+            .event_start
+            .map(|start| now.saturating_duration_since(start))
+            .unwrap_or_default();
         let delay = if self.stop.is_set() {
             None
         } else {
-            sqlite_busy_delay(count, self.timeout)
+            busy_delay(self.wait, count, waited, self.timeout)
         };
         let Some(delay) = delay else {
             st.gave_up = true;
@@ -489,5 +517,31 @@ mod tests {
             c += 1;
         }
         assert_eq!(sum, Duration::from_secs(20));
+    }
+
+    /// `fair` sleeps its interval whatever the count, cuts the last sleep to
+    /// the time left, and gives up once the clock reaches the timeout;
+    /// `sqlite` is SQLite's rule.
+    #[test]
+    fn fair_busy_delays_keep_their_interval_until_the_timeout() {
+        let timeout = Duration::from_millis(500);
+        let fair = BusyWait::Fair(Duration::from_micros(100));
+        let us = Duration::from_micros;
+        assert_eq!(busy_delay(fair, 0, Duration::ZERO, timeout), Some(us(100)));
+        assert_eq!(
+            busy_delay(fair, 4000, Duration::from_millis(400), timeout),
+            Some(us(100)),
+            "an old waiter sleeps no longer than a new one"
+        );
+        assert_eq!(
+            busy_delay(fair, 10, timeout - us(30), timeout),
+            Some(us(30))
+        );
+        assert_eq!(busy_delay(fair, 10, timeout, timeout), None);
+        assert_eq!(busy_delay(fair, 0, Duration::ZERO, Duration::ZERO), None);
+        assert_eq!(
+            busy_delay(BusyWait::Sqlite, 12, Duration::ZERO, timeout),
+            sqlite_busy_delay(12, timeout)
+        );
     }
 }

@@ -39,4 +39,4 @@ mod hook;
 pub use checkpoint::{spawn_checkpointer, start_checkpointer, Checkpoints, CHECKPOINT_EVERY};
 pub(crate) use engine::pragma_text;
 pub use engine::{open, SqliteEngine};
-pub use hook::{process_lock_wait, sqlite_busy_delay, BusyRecord, StopFlag};
+pub use hook::{busy_delay, process_lock_wait, sqlite_busy_delay, BusyRecord, StopFlag};
