@@ -129,7 +129,7 @@ pub struct IngesterAlone {
     pub rate: Rate,
     /// How long the ceiling's batched writer takes for as many rows.
     pub ceiling_s: f64,
-    /// `wall_s / ceiling_s` (the target is at most 2).
+    /// `ingest_s / ceiling_s` (the target is at most 2).
     pub time_ratio: f64,
     pub peak_rss_mib: Option<f64>,
 }
